@@ -86,6 +86,12 @@ class Sim(_Section):
     start: str
     loop: bool
     seed: int
+    prints_per_bar: int
+    max_wait: float
+    walk_price: str
+    walk_volatility: float
+    walk_interval: float
+    sip_entitled: bool
     account: str
     starting_cash: float
     api_key: str
