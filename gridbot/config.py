@@ -74,6 +74,8 @@ class Feed(_Section):
     stale_after: float
     jump_band: float
     status_interval: float
+    jump_confirm: int
+    queue_limit: int
 
 
 class Sim(_Section):
