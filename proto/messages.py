@@ -334,6 +334,12 @@ class Lot(msgspec.Struct, frozen=True, kw_only=True):
     sold: int = 0
     opened_ts_ns: int = 0
     fees: Decimal = Decimal(0)
+    # Exact money, so P&L is not rounded twice: the BUY's total cost (sum of shares x price of its fills) and the
+    # proceeds of the shares sold so far; purchase_price is cost / quantity rounded for display and the SELL key.
+    cost: Decimal = Decimal(0)
+    sold_value: Decimal = Decimal(0)
+    # Latest SELL execution time (the round trip's close time does not depend on the order fills arrive in).
+    last_sell_ts_ns: int = 0
 
 
 class WorkingOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -350,6 +356,10 @@ class WorkingOrder(msgspec.Struct, frozen=True, kw_only=True):
     filled: int = 0
     avg_fill_price: Decimal = Decimal(0)
     placed_ts_ns: int = 0
+    # Exact sum of shares x price of the fills so far, their commissions, the latest fill time (the ledger's own).
+    fill_value: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    last_fill_ts_ns: int = 0
 
 
 class RoundTrip(msgspec.Struct, frozen=True, kw_only=True):
@@ -364,6 +374,24 @@ class RoundTrip(msgspec.Struct, frozen=True, kw_only=True):
     realized_pnl: Decimal
     opened_ts_ns: int
     closed_ts_ns: int
+    # The lot's keys: buy_key names the round trip (a late commission amends the one with this key).
+    buy_key: str = ""
+    sell_key: str = ""
+
+
+class AppliedExecution(msgspec.Struct, frozen=True, kw_only=True):
+    """An execution the ledger applied (its duplicate filter, and where a late commission finds its fill).
+
+    ``shares`` 0 means the commission report came first and the execution itself has not been seen yet.
+    """
+
+    exec_id: str
+    key: str
+    perm_id: int = 0
+    side: Side = "BUY"
+    shares: int = 0
+    price: Decimal = Decimal(0)
+    commission: Decimal | None = None
 
 
 class GridState(msgspec.Struct, frozen=True, kw_only=True):
@@ -377,10 +405,14 @@ class GridState(msgspec.Struct, frozen=True, kw_only=True):
     lots: list[Lot] = []
     orders: list[WorkingOrder] = []
     realized_pnl: Decimal = Decimal(0)
-    # Level-0 attempts of the current cycle (a new attempt after one ends unfilled).
+    # Level-0 attempts of the current cycle that have ended (unfilled, or filled into the lot); the next is this + 1.
     level0_attempt: int = 0
     # False until the statekeeper has reconciled with the broker since its start.
     in_sync: bool = False
+    # Per level >= 1: how many times it has been bought in this cycle (the next BUY's attempt is this + 1).
+    buy_attempts: dict[int, int] = {}
+    # The most recent executions applied (a bounded window; the statekeeper's journal keeps every execId).
+    executions: list[AppliedExecution] = []
 
 
 class StateSnapshot(Message, frozen=True):
