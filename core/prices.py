@@ -23,6 +23,8 @@ _CTX = Context(prec=34, rounding=ROUND_HALF_UP)
 _CHAIN_BLOCK = 128
 
 CENT = Decimal("0.01")
+# Far above any share price; below it every product stays exact in the 34-digit context.
+PRICE_CEILING = Decimal("1E12")
 LEVEL0_BUFFER = Decimal("0.0025")
 STEP = Decimal("0.01")
 SELL_MARKUP = Decimal("0.01")
@@ -51,8 +53,8 @@ def parse_price(text: str, name: str = "price") -> Decimal:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
         raise ValueError(f"{name} must be a number like 97.02, was {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise ValueError(f"{name} must be a positive price like 97.02, was {text!r}")
+    if not value.is_finite() or not CENT <= value < PRICE_CEILING:
+        raise ValueError(f"{name} must be a positive price like 97.02 (at least 0.01), was {text!r}")
     return value
 
 
@@ -137,8 +139,9 @@ def _decimal(value: Decimal, name: str) -> Decimal:
 
 def _positive(value: Decimal, name: str) -> Decimal:
     value = _decimal(value, name)
-    if not value.is_finite() or value <= 0:
-        raise ValueError(f"{name} must be a positive price, was {value}")
+    # Below a cent a price rounds to a zero limit; TQQQ's tick is a cent.
+    if not value.is_finite() or not CENT <= value < PRICE_CEILING:
+        raise ValueError(f"{name} must be a positive price of at least 0.01, was {value}")
     return value
 
 

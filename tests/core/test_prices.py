@@ -84,7 +84,7 @@ def test_factors_come_from_config_strings() -> None:
 
 def test_parse_price() -> None:
     assert parse_price(" 97.0213 ") == D("97.0213")
-    for bad in ["0", "-1", "abc", "", "inf", "nan"]:
+    for bad in ["0", "-1", "abc", "", "inf", "nan", "0.004", "1e12", "1e100"]:
         with pytest.raises(ValueError, match="--anchor"):
             parse_price(bad, "--anchor")
 
@@ -104,6 +104,12 @@ def test_floats_and_bad_inputs_are_refused() -> None:
         trigger(D("100"), -1)
     with pytest.raises(ValueError, match="price must be a positive price"):
         level0_limit(D("-5"))
+    # below a cent a limit would round to 0.00; absurdly large prices would overflow the exact arithmetic
+    with pytest.raises(ValueError, match="at least 0.01, was 0.004"):
+        trigger_chain(D("0.004"), 3)
+    with pytest.raises(ValueError, match="purchase_price must be a positive price"):
+        sell_target(D("1E12"))
+    assert trigger_chain(D("0.01"), 3) == (D("0.01"), D("0.01"), D("0.01"))  # the floor: never a zero limit
 
 
 def test_the_chain_is_cached_per_anchor() -> None:
