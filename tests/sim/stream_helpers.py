@@ -1,0 +1,156 @@
+"""Test helpers for the sim's market stream: the unmodified alpaca-py StockDataStream in its own thread and loop.
+
+alpaca-py's run() cannot run inside a loop and subscribe_* deadlocks inside its own loop (docs/alpaca-protocol.md),
+so the client gets a thread with a fresh loop, subscribes before ``_run_forever()`` and stops with
+``stop_ws()`` + ``close()``. Everything it receives goes to thread-safe queues the test reads with timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from alpaca.data.live.stock import StockDataStream
+
+from sim.clock import SimClock
+from sim.stream.server import StreamServer
+
+KEY, SECRET = "TESTKEY", "TESTSECRET"
+SYMBOL = "TQQQ"
+ALPACA_LOGGER = "alpaca.data.live.websocket"
+
+
+class LogRecorder(logging.Handler):
+    """Keep alpaca-py's log lines (they are how it reports 402, 406 and reconnects)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock:
+            self.lines.append(record.getMessage())
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            return sum(text in line for line in self.lines)
+
+
+class AlpacaClient:
+    """Run StockDataStream against ``url`` in a thread; trades, quotes and bars land in queues."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str = KEY,
+        secret: str = SECRET,
+        quotes: bool = False,
+        bars: bool = False,
+        raw_data: bool = False,
+    ) -> None:
+        self.stream = StockDataStream(key, secret, raw_data=raw_data, url_override=url)
+        self.trades: queue.Queue[Any] = queue.Queue()
+        self.quotes: queue.Queue[Any] = queue.Queue()
+        self.bars: queue.Queue[Any] = queue.Queue()
+        self.stream.subscribe_trades(self._on_trade, SYMBOL)
+        if quotes:
+            self.stream.subscribe_quotes(self._on_quote, SYMBOL)
+        if bars:
+            self.stream.subscribe_bars(self._on_bar, SYMBOL)
+        self.returned = threading.Event()  # _run_forever returned by itself (409) or after stop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="alpaca-client", daemon=True)
+
+    async def _on_trade(self, t: Any) -> None:
+        self.trades.put(t)
+
+    async def _on_quote(self, q: Any) -> None:
+        self.quotes.put(q)
+
+    async def _on_bar(self, b: Any) -> None:
+        self.bars.put(b)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self.stream._run_forever()
+
+        try:
+            asyncio.run(main())
+        finally:
+            self.returned.set()
+
+    def start(self) -> AlpacaClient:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop = self._loop
+        if loop is not None and not self.returned.is_set():
+
+            async def stop() -> None:
+                await self.stream.stop_ws()
+                await self.stream.close()
+
+            try:
+                asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout)
+            except RuntimeError:  # the loop ended meanwhile
+                pass
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "alpaca-py client did not stop"
+
+    # The server under test runs on the test's loop: never block it while the client talks to it.
+    async def __aenter__(self) -> AlpacaClient:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+async def take(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
+    """Read ``n`` items from ``q`` (in a worker thread: the loop keeps serving) or fail after ``timeout`` s."""
+    return await asyncio.to_thread(_take, q, n, timeout)
+
+
+def _take(q: queue.Queue[Any], n: int, timeout: float) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    out = []
+    for _ in range(n):
+        try:
+            out.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"got {len(out)} of {n} items within {timeout} s") from None
+    return out
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait on the running loop until ``condition()`` holds, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def start_stream(clock: SimClock | None = None, **kwargs: Any) -> StreamServer:
+    """Start a StreamServer on a free loopback port with the test key pair."""
+    clock = clock or SimClock(start_ns=1_748_872_800_000_000_000, driven=True)
+    server = StreamServer(clock.now_ns, SYMBOL, KEY, SECRET, **kwargs)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+def subscribed(server: StreamServer, n: int = 1, channel: str = "trades") -> Callable[[], bool]:
+    """A condition: ``n`` clients are subscribed to ``channel`` of the symbol."""
+    return lambda: sum(SYMBOL in c.session.subscriptions[channel] for c in server.clients()) >= n
+
+
+def run(coro: Any, timeout: float = 30.0) -> Any:
+    """Run a test scenario on a fresh loop with an overall timeout (a hang fails instead of hanging)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
