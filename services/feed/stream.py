@@ -146,7 +146,7 @@ class AlpacaTradeStream:
             data_timeout=data_timeout if data_timeout and data_timeout > 0 else None,
         )
 
-        async def handle_trade(msg: dict[str, Any]) -> None:
+        async def handle_trade(msg: Any) -> None:
             on_trade(msg)
 
         # Before the stream runs: subscribe_* from inside the running loop would deadlock.

@@ -1,0 +1,170 @@
+"""Test helpers for the feed: the sim's stream in a child process, a bus forwarder, a feed service process.
+
+Every wait is bounded: a hang fails the test with a message instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+ROOT = Path(__file__).resolve().parents[3]
+PYTHON = sys.executable
+KEY, SECRET = "TESTKEY", "TESTSECRET"
+T0 = 1_748_872_800_000_000_000  # 2025-06-02 14:00:00 UTC
+MS = 1_000_000
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError(f"no answer from {what} within {timeout} s")
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"{what} exited (code {proc.poll()}) instead of answering")
+    return line
+
+
+class StreamProcess:
+    """The sim's StreamServer in a child process (tests/services/feed/stream_process.py), driven over stdin."""
+
+    def __init__(self, no_sip: bool = False) -> None:
+        args = [PYTHON, "-m", "tests.services.feed.stream_process"] + (["--no-sip"] if no_sip else [])
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            bufsize=1,
+        )
+        self.port = json.loads(_readline(self.proc, 10.0, "the stream process"))["port"]
+
+    def url(self, feed: str = "iex") -> str:
+        return f"ws://127.0.0.1:{self.port}/v2/{feed}"
+
+    def call(self, timeout: float = 10.0, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        reply: dict[str, Any] = json.loads(_readline(self.proc, timeout, f"the stream process ({cmd['cmd']})"))
+        return reply
+
+    def prints(self, prices: list[str], ts_ns: int = T0, step_ns: int = MS) -> None:
+        self.call(cmd="prints", prices=prices, ts_ns=ts_ns, step_ns=step_ns)
+
+    def subscribed_clients(self) -> int:
+        return sum("TQQQ" in c["subscriptions"].get("trades", []) for c in self.call(cmd="clients")["clients"])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``condition()`` (a blocking check, e.g. a question to the stream process) until true or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Forwarder:
+    """An XSUB/XPUB forwarder on random loopback ports in a thread: the bus, as the services see it."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.Context()
+        self._xsub = self.ctx.socket(zmq.XSUB)
+        self._xpub = self.ctx.socket(zmq.XPUB)
+        for sock in (self._xsub, self._xpub):
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.setsockopt(zmq.LINGER, 0)
+        self.xsub = f"tcp://127.0.0.1:{self._xsub.bind_to_random_port('tcp://127.0.0.1')}"
+        self.xpub = f"tcp://127.0.0.1:{self._xpub.bind_to_random_port('tcp://127.0.0.1')}"
+        self._control_endpoint = f"inproc://forwarder-control-{id(self)}"
+        self._control = self.ctx.socket(zmq.PAIR)
+        self._control.bind(self._control_endpoint)
+        self._thread = threading.Thread(target=self._run, name="bus-forwarder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        control = self.ctx.socket(zmq.PAIR)
+        control.connect(self._control_endpoint)
+        try:
+            zmq.proxy_steerable(self._xsub, self._xpub, None, control)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            control.close(linger=0)
+
+    def close(self) -> None:
+        self._control.send(b"TERMINATE")
+        self._thread.join(5)
+        for sock in (self._xsub, self._xpub, self._control):
+            sock.close(linger=0)
+        self.ctx.term()
+
+
+def write_config(tmp_path: Path, forwarder: Forwarder, url: str, **feed: Any) -> Path:
+    """A user config for a feed process: sim mode with the test key pair, the given bus and stream URL."""
+    settings = {"status_interval": 0.5, "stale_after": 1.0, "data_timeout": 30.0} | feed
+    lines = [
+        "[general]", f'run_dir = "{tmp_path}"', 'log_level = "INFO"',
+        "[bus]", f'xsub = "{forwarder.xsub}"', f'xpub = "{forwarder.xpub}"', "heartbeat_interval = 0.2",
+        "[sim]", f'api_key = "{KEY}"', f'api_secret = "{SECRET}"',
+        "[feed]", f'url = "{url}"',
+    ] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path = tmp_path / "gridbot.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class FeedProcess:
+    """``python -m services.feed --config PATH`` as a child process, its log kept in a file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log_path = config.parent / "feed.log"
+        self._log = self.log_path.open("w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("GRIDBOT_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "services.feed", "--config", str(config)],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def terminate(self, timeout: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; return (exit code, seconds it took to exit)."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        return code, time.monotonic() - start
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the feed did not exit within {timeout} s; log:\n{self.log()[-3000:]}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
