@@ -34,7 +34,9 @@ def build_ladder(
     """Return the first ``levels`` rows (all of the map by default) of the grid anchored at ``anchor``."""
     count = len(lot_map) if levels is None else levels
     if type(count) is not int or not 1 <= count <= len(lot_map):
-        raise ValueError(f"levels must be a whole number from 1 to {len(lot_map)} (the lot map's size), was {count!r}")
+        raise ValueError(
+            f"levels must be a whole number from 1 to {len(lot_map)} (the lot map's size), was {count!r}"
+        )
     chain = trigger_chain(anchor, count, step)
     rows: list[LadderRow] = []
     cum_shares = 0

@@ -28,7 +28,11 @@ class LotMapError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LotMap:
-    """Shares to buy per level; ``shares[n]`` is level n's quantity. Levels are 0..len-1."""
+    """Shares to buy per level; ``shares[n]`` is level n's quantity. Levels are 0..len-1.
+
+    ``lot_map[n]`` is level n's shares and ``n in lot_map`` asks whether level n exists; iterating yields the
+    shares in level order (like the tuple).
+    """
 
     shares: tuple[int, ...]
     source: str = "<memory>"
@@ -85,7 +89,9 @@ def load_lot_map(path: Path | str) -> LotMap:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise LotMapError(f"lot map '{p}' line {line}: not UTF-8 text; save the file as CSV (UTF-8)") from None
+        raise LotMapError(
+            f"lot map '{p}' line {line}: not UTF-8 text; save the file as CSV (UTF-8)"
+        ) from None
     return parse_lot_map(text, str(p))
 
 
@@ -113,7 +119,9 @@ def parse_lot_map(text: str, source: str = "<memory>") -> LotMap:
         if is_first_row and tuple(c.lower() for c in cells) == HEADER:
             continue
         if len(cells) != 2:
-            raise fail(number, f"expected 2 columns 'level,shares_to_buy', found {len(cells)}: '{line.strip()}'")
+            raise fail(
+                number, f"expected 2 columns 'level,shares_to_buy', found {len(cells)}: '{line.strip()}'"
+            )
         level_text, shares_text = cells
         if not _WHOLE.fullmatch(level_text):
             hint = " (a header row must be exactly 'level,shares_to_buy')" if is_first_row else ""
@@ -135,5 +143,7 @@ def parse_lot_map(text: str, source: str = "<memory>") -> LotMap:
         shares.append(int(shares_text))
     if not shares:
         what = "has a header but no rows" if seen_content else "is empty"
-        raise LotMapError(f"lot map '{source}' {what}; it needs rows 'level,shares_to_buy' starting at level 0")
+        raise LotMapError(
+            f"lot map '{source}' {what}; it needs rows 'level,shares_to_buy' starting at level 0"
+        )
     return LotMap(tuple(shares), source)

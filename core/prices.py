@@ -41,9 +41,11 @@ def parse_factor(text: str, name: str) -> Decimal:
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
-        raise ValueError(f"{name} must be a decimal number in quotes like \"0.01\", was {text!r}") from None
+        raise ValueError(f'{name} must be a decimal number in quotes like "0.01", was {text!r}') from None
     if not value.is_finite() or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a fraction from 0 up to (not including) 1, like \"0.01\", was {text!r}")
+        raise ValueError(
+            f'{name} must be a fraction from 0 up to (not including) 1, like "0.01", was {text!r}'
+        )
     return value
 
 

@@ -34,9 +34,15 @@ def register(subparsers: Any) -> None:
         description="Print every level of the grid for an anchor price (Level 0's average fill): shares, BUY trigger, "
         "SELL target, cumulative shares and cost, and the drop from the anchor. Nothing is sent anywhere.",
     )
-    parser.add_argument("--anchor", required=True, metavar="PRICE", help="the anchor price, e.g. 100 or 97.0213")
-    parser.add_argument("--lots", metavar="PATH", help="lot map CSV (default: general.lot_map from the config)")
-    parser.add_argument("--levels", metavar="N", help="show only the first N levels (default: all of the lot map)")
+    parser.add_argument(
+        "--anchor", required=True, metavar="PRICE", help="the anchor price, e.g. 100 or 97.0213"
+    )
+    parser.add_argument(
+        "--lots", metavar="PATH", help="lot map CSV (default: general.lot_map from the config)"
+    )
+    parser.add_argument(
+        "--levels", metavar="N", help="show only the first N levels (default: all of the lot map)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     parser.set_defaults(func=run)
 

@@ -95,14 +95,23 @@ def test_the_longest_key_fits_the_budget() -> None:
         ({"cycle": True, "level": 0, "side": "BUY"}, "cycle must be"),
         ({"cycle": 1, "level": 1000, "side": "BUY"}, "level must be a whole number from 0 to 999"),
         ({"cycle": 1, "level": 0, "side": "buy"}, "side must be 'BUY' or 'SELL'"),
-        ({"cycle": 1, "level": 0, "side": "BUY", "attempt": 0}, "attempt must be a whole number from 1 to 999"),
+        (
+            {"cycle": 1, "level": 0, "side": "BUY", "attempt": 0},
+            "attempt must be a whole number from 1 to 999",
+        ),
         ({"cycle": 1, "level": 0, "side": "SELL"}, "a SELL intent key needs the lot's purchase_price"),
-        ({"cycle": 1, "level": 0, "side": "BUY", "purchase_price": D("1")}, "a BUY intent key has no purchase_price"),
+        (
+            {"cycle": 1, "level": 0, "side": "BUY", "purchase_price": D("1")},
+            "a BUY intent key has no purchase_price",
+        ),
         ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("0")}, "positive price"),
         ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("-1")}, "positive price"),
         ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("NaN")}, "positive price"),
         ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("1000000")}, "below 1000000"),
-        ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("1.123456789")}, "more than 8 decimals"),
+        (
+            {"cycle": 1, "level": 0, "side": "SELL", "purchase_price": D("1.123456789")},
+            "more than 8 decimals",
+        ),
         ({"cycle": 1, "level": 0, "side": "SELL", "purchase_price": "abc"}, "decimal number like 97.0213"),
     ],
 )
@@ -163,9 +172,13 @@ def test_foreign_and_damaged_refs_are_refused(ref: str) -> None:
 
 
 def test_refusals_say_what_was_expected() -> None:
-    with pytest.raises(NotAnIntentKey, match=r"orderRef 'level3' is not a grid intent key \(expected a key like"):
+    with pytest.raises(
+        NotAnIntentKey, match=r"orderRef 'level3' is not a grid intent key \(expected a key like"
+    ):
         parse("level3")
-    with pytest.raises(NotAnIntentKey, match="starts like a grid intent key but is malformed or of another version"):
+    with pytest.raises(
+        NotAnIntentKey, match="starts like a grid intent key but is malformed or of another version"
+    ):
         parse("tqgrid2 c1 L1 BUY")
     with pytest.raises(NotAnIntentKey, match="a SELL needs its lot's purchase price"):
         parse("tqgrid1 c1 L1 SELL")
@@ -186,7 +199,9 @@ def test_not_an_intent_key_is_a_value_error() -> None:
 
 # --- round trips ----------------------------------------------------------------------------------------------
 
-prices = st.decimals(min_value=D("0.01"), max_value=D("999999.99999999"), places=8).map(lambda d: d.normalize())
+prices = st.decimals(min_value=D("0.01"), max_value=D("999999.99999999"), places=8).map(
+    lambda d: d.normalize()
+)
 attempts = st.none() | st.integers(min_value=1, max_value=999)
 cycles = st.integers(min_value=0, max_value=999_999)
 levels = st.integers(min_value=0, max_value=999)
@@ -202,7 +217,9 @@ def test_buy_keys_round_trip(cycle: int, level: int, attempt: int | None) -> Non
 
 
 @given(cycles, levels, attempts, prices)
-def test_sell_keys_round_trip_with_the_exact_price(cycle: int, level: int, attempt: int | None, price: Decimal) -> None:
+def test_sell_keys_round_trip_with_the_exact_price(
+    cycle: int, level: int, attempt: int | None, price: Decimal
+) -> None:
     key = IntentKey.sell(cycle, level, price, attempt)
     text = key.encode()
     back = parse(text)

@@ -78,7 +78,11 @@ def test_lookup_and_membership() -> None:
         lots[-1]
 
 
-@given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=120), st.booleans(), st.booleans())
+@given(
+    st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=120),
+    st.booleans(),
+    st.booleans(),
+)
 def test_any_valid_map_round_trips(shares: list[int], header: bool, crlf: bool) -> None:
     end = "\r\n" if crlf else "\n"
     rows = [f"{level},{qty}" for level, qty in enumerate(shares)]

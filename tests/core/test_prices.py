@@ -71,7 +71,11 @@ def test_level0_limit_and_sell_target_use_the_users_factors_by_default() -> None
 
 
 def test_factors_come_from_config_strings() -> None:
-    assert trigger_chain(D("100"), 3, parse_factor("0.02", "strategy.step")) == (D("100"), D("98.00"), D("96.04"))
+    assert trigger_chain(D("100"), 3, parse_factor("0.02", "strategy.step")) == (
+        D("100"),
+        D("98.00"),
+        D("96.04"),
+    )
     with pytest.raises(ValueError, match="strategy.step must be a decimal number"):
         parse_factor("one percent", "strategy.step")
     with pytest.raises(ValueError, match="strategy.sell_markup must be a fraction"):
@@ -161,7 +165,9 @@ def test_buy_queue_refuses_levels_the_map_does_not_have() -> None:
 
 # --- properties of the chain ----------------------------------------------------------------------------------
 
-anchors = st.decimals(min_value=D("2.00"), max_value=D("100000"), places=4, allow_nan=False, allow_infinity=False)
+anchors = st.decimals(
+    min_value=D("2.00"), max_value=D("100000"), places=4, allow_nan=False, allow_infinity=False
+)
 steps = st.sampled_from([D("0.01"), D("0.005"), D("0.02"), D("0.05")])
 
 

@@ -55,7 +55,11 @@ def test_defaults_load_and_point_at_the_embedded_sim() -> None:
     assert cfg.broker.port == cfg.sim.broker_port
     assert cfg.broker.port not in config.LIVE_PORTS
     assert cfg.broker.allow_live is False
-    assert cfg.strategy.level0_buffer == "0.0025" and cfg.strategy.step == "0.01" and cfg.strategy.sell_markup == "0.01"
+    assert (
+        cfg.strategy.level0_buffer == "0.0025"
+        and cfg.strategy.step == "0.01"
+        and cfg.strategy.sell_markup == "0.01"
+    )
     assert cfg.path(cfg.general.lot_map).is_file()
 
 
@@ -98,7 +102,9 @@ def test_an_explicit_path_beats_gridbot_config(tmp_path: Path, monkeypatch: pyte
     assert load(user_file(tmp_path, "[broker]\nport = 7497\n", "arg.toml")).broker.port == 7497
 
 
-def test_config_gridbot_toml_is_read_when_there_is_no_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_gridbot_toml_is_read_when_there_is_no_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = user_file(tmp_path, "[broker]\nport = 4002\n", "gridbot.toml")
     monkeypatch.setattr(config, "USER_FILE", path)
     assert load().broker.port == 4002
@@ -241,7 +247,9 @@ def test_keys_come_from_dotenv_and_the_environment_wins(
     monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
     assert config.alpaca_keys() is None
 
-    (tmp_path / ".env").write_text(f"# keys\nexport APCA_API_KEY_ID='{KEY_ID}'\nAPCA_API_SECRET_KEY=\"{SECRET}\"\n")
+    (tmp_path / ".env").write_text(
+        f"# keys\nexport APCA_API_KEY_ID='{KEY_ID}'\nAPCA_API_SECRET_KEY=\"{SECRET}\"\n"
+    )
     assert config.alpaca_keys() == (KEY_ID, SECRET)
 
     monkeypatch.setenv("APCA_API_SECRET_KEY", "from-env")

@@ -51,7 +51,19 @@ def test_text_output_for_the_users_map(env: dict[str, str]) -> None:
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].startswith("anchor 100.00 | lot map ") and "(88 levels)" in lines[0]
-    assert lines[1].split() == ["level", "shares", "buy", "at", "sell", "at", "cum", "shares", "cum", "cost", "drop"]
+    assert lines[1].split() == [
+        "level",
+        "shares",
+        "buy",
+        "at",
+        "sell",
+        "at",
+        "cum",
+        "shares",
+        "cum",
+        "cost",
+        "drop",
+    ]
     body = [line.split() for line in lines[2:-1]]
     assert len(body) == 88
     assert [row[:4] for row in body[:6]] == [
@@ -91,7 +103,9 @@ def test_json_output(env: dict[str, str]) -> None:
 
 
 def test_levels_and_the_users_file_by_its_own_name(env: dict[str, str]) -> None:
-    result = gridbot(env, "ladder", "--anchor", "97.0213", "--levels", "3", "--lots", str(USER_FILE), "--json")
+    result = gridbot(
+        env, "ladder", "--anchor", "97.0213", "--levels", "3", "--lots", str(USER_FILE), "--json"
+    )
 
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -130,7 +144,9 @@ def test_bad_anchor(env: dict[str, str], anchor: str, problem: str) -> None:
 
 
 def test_bad_levels(env: dict[str, str]) -> None:
-    assert_refused(gridbot(env, "ladder", "--anchor", "100", "--levels", "0"), "--levels must be a whole number")
+    assert_refused(
+        gridbot(env, "ladder", "--anchor", "100", "--levels", "0"), "--levels must be a whole number"
+    )
     assert_refused(gridbot(env, "ladder", "--anchor", "100", "--levels", "two"), "was 'two'")
     assert_refused(gridbot(env, "ladder", "--anchor", "100", "--levels", "89"), "has only 88 levels")
 
@@ -185,7 +201,10 @@ def test_a_closed_pipe_is_not_an_error(env: dict[str, str]) -> None:
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
     proc = subprocess.Popen(
-        [str(GRIDBOT), "ladder", "--anchor", "100", "--json"], env=env, stdout=write_end, stderr=subprocess.PIPE
+        [str(GRIDBOT), "ladder", "--anchor", "100", "--json"],
+        env=env,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
     )
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
