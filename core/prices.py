@@ -75,7 +75,7 @@ def trigger_chain(anchor: Decimal, levels: int, step: Decimal = STEP) -> tuple[D
     """Return ``(trigger(0), ..., trigger(levels-1))`` for a cycle anchored at ``anchor``.
 
     ``trigger(0)`` is the anchor itself, exactly as given (Level 0's average fill: it is the lot's purchase price,
-    not a limit); every later trigger is a cent price. Cached per (anchor, levels, step): the strategy asks on every
+    not a limit); every later trigger is a cent price. Cached per (anchor, step): the strategy asks on every
     decision and the anchor changes once a cycle. Below $0.51 a 1% step is less than half a cent and the chain stops
     falling; at TQQQ's prices (88 levels fall about 58%) that never happens.
     """
