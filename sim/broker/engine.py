@@ -1,0 +1,396 @@
+"""The paper broker's order engine: placement, modification, cancellation, triggers, fills, expiry, the account.
+
+No sockets here: each operation takes the simulated time and returns the events it caused, which the broker turns
+into wire messages for the owning client. Matching and session rules come from the pure cores in core/.
+"""
+
+from __future__ import annotations
+
+import logging
+from copy import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from core import matching, sessions
+from core.matching import OrderType, PriceCondition, Side
+from sim.broker import contracts
+from sim.broker.account import Account
+from sim.broker.orders import (
+    CANCELLED,
+    FILLED,
+    PRE_SUBMITTED,
+    SUBMITTED,
+    BrokerOrder,
+    ClientError,
+    Condition,
+    Event,
+    Execution,
+    OrderAcknowledged,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderWarning,
+    PortfolioChanged,
+    StatusChange,
+)
+from sim.broker.requests import OrderTicket
+
+log = logging.getLogger("sim.broker.engine")
+
+# IB: "at most 20 active orders per contract per side per account" (TWS API, Order Limitations).
+MAX_ACTIVE_PER_SIDE = 20
+FIRST_PERM_ID = 1_000_000_001
+AVG_PRICE_PLACES = Decimal("0.00000001")
+
+
+def _reason(text: str) -> str:
+    return f"Order rejected - reason:{text}"
+
+
+@dataclass
+class LastPrint:
+    price: Decimal
+    size: int
+    ts_ns: int
+    # Shares of this print not yet taken by orders (partial-fill mode only).
+    liquidity: int
+
+
+@dataclass
+class Engine:
+    account: Account
+    # The time the state was first created (wall clock, seconds): a prefix that keeps execIds and permIds of a
+    # fresh state directory apart from those of an earlier one that a bot's journal may still hold.
+    epoch_s: int
+    partial_fills: bool = False
+    orders: dict[int, BrokerOrder] = field(default_factory=dict)
+    by_client: dict[tuple[int, int], int] = field(default_factory=dict)
+    next_ids: dict[int, int] = field(default_factory=dict)
+    executions: list[Execution] = field(default_factory=list)
+    next_perm_id: int = 0
+    next_exec_seq: int = 1
+    next_seq: int = 1
+    last: LastPrint | None = None
+    # Set by the reject-next control: the next new order is rejected with this error code.
+    reject_next: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.next_perm_id:
+            # Spread fresh states over 1e9..2e9 by their creation time, within IB's 32-bit permId range.
+            self.next_perm_id = FIRST_PERM_ID + (self.epoch_s % 1_000_000) * 1000
+
+    # --- queries -------------------------------------------------------------------------------------------------
+
+    def next_valid_id(self, client_id: int) -> int:
+        return self.next_ids.get(client_id, 1)
+
+    def reserve_ids(self, client_id: int, count: int) -> int:
+        """reqIds: the ids from the returned one upwards are free for this client."""
+        return self.next_valid_id(client_id)
+
+    def open_orders(self, client_id: int | None = None) -> list[BrokerOrder]:
+        return [
+            o for o in sorted(self.orders.values(), key=lambda o: o.seq)
+            if not o.done and (client_id is None or o.client_id == client_id)
+        ]
+
+    def completed_orders(self, since_ns: int) -> list[BrokerOrder]:
+        return [
+            o for o in sorted(self.orders.values(), key=lambda o: o.completed_ns or 0)
+            if o.done and (o.completed_ns or 0) >= since_ns
+        ]
+
+    def mark(self) -> Decimal | None:
+        return self.last.price if self.last else None
+
+    # --- placement -----------------------------------------------------------------------------------------------
+
+    def place(self, client_id: int, ticket: OrderTicket, now_ns: int) -> list[Event]:
+        """placeOrder: a new order, or a modification of an open one with the same (clientId, orderId)."""
+        perm_id = self.by_client.get((client_id, ticket.order_id))
+        if perm_id is not None:
+            existing = self.orders[perm_id]
+            if existing.status == FILLED:
+                return [ClientError(client_id, ticket.order_id, 104, "Can't modify a filled order.")]
+            if existing.done:
+                return [ClientError(client_id, ticket.order_id, 103, "Duplicate order id")]
+            return self._modify(existing, ticket, now_ns)
+        if ticket.order_id < self.next_valid_id(client_id):
+            return [ClientError(client_id, ticket.order_id, 103, "Duplicate order id")]
+        self.next_ids[client_id] = ticket.order_id + 1
+
+        code, text = self._validate(ticket, now_ns, new=True)
+        if code:
+            return self._reject_new(client_id, ticket, now_ns, code, text)
+        order = self._new_order(client_id, ticket, now_ns)
+        events: list[Event] = [OrderAcknowledged(copy(order))]
+        session = sessions.session_at(now_ns)
+        if order.order_type == "LMT" and not order.outside_rth and session is not sessions.Session.REGULAR:
+            opens = datetime.fromtimestamp(sessions.next_regular_open_ns(now_ns) / 1e9, tz=sessions.EASTERN)
+            events.append(OrderWarning(copy(order), 399, (
+                f"Order Message:\n{order.action} {order.quantity} TQQQ NASDAQ.NMS\n"
+                f"Warning: your order will not be placed at the exchange until "
+                f"{opens:%Y-%m-%d %H:%M:%S} US/Eastern"
+            )))
+        events += self._evaluate([order], now_ns, arrival=True)
+        return events
+
+    def _validate(self, t: OrderTicket, now_ns: int, new: bool) -> tuple[int, str]:
+        """Return (0, '') when the ticket is acceptable, else (error code, message)."""
+        if new and self.reject_next is not None:
+            code, self.reject_next = self.reject_next, None
+            return code, _reason("rejected by the paper broker's reject-next control")
+        if t.sec_type_is_bag or contracts.lookup(
+            t.contract.con_id, t.contract.symbol, t.contract.sec_type, t.contract.currency
+        ) is None:
+            return 200, "No security definition has been found for the request"
+        if t.action not in ("BUY", "SELL"):
+            return 201, _reason(f"action must be BUY or SELL, was {t.action!r}")
+        qty = t.total_quantity
+        if qty is None or qty <= 0 or qty != qty.to_integral_value():
+            return 201, _reason(f"totalQuantity must be a positive whole number of shares, was {qty}")
+        if t.order_type not in ("LMT", "MKT"):
+            return 201, _reason(f"order type {t.order_type!r} is not supported by the paper broker (LMT, MKT)")
+        if t.order_type == "LMT":
+            if t.lmt_price is None or t.lmt_price <= 0:
+                return 201, _reason(f"a LMT order needs a positive lmtPrice, was {t.lmt_price}")
+            if t.lmt_price % contracts.TQQQ.min_tick:
+                return 110, "The price does not conform to the minimum price variation for this contract."
+        if t.tif not in ("", "DAY", "GTC"):
+            return 201, _reason(f"time in force {t.tif!r} is not supported by the paper broker (DAY, GTC)")
+        if t.order_type == "MKT" and sessions.session_at(now_ns) is not sessions.Session.REGULAR:
+            return 201, _reason("market orders are accepted during regular trading hours only (09:30-16:00 ET)")
+        if not t.transmit or t.parent_id or t.oca_group:
+            return 201, _reason("untransmitted, bracket (parentId) and OCA orders are not supported by the paper broker")
+        if t.account and t.account != self.account.account_id:
+            return 201, _reason(f"account {t.account!r} is not this paper account ({self.account.account_id})")
+        for i, cond in enumerate(t.conditions):
+            if cond.cond_type != 1:
+                return 201, _reason(f"condition {i}: only PriceCondition is supported by the paper broker")
+            if (
+                contracts.by_con_id(cond.con_id) is None
+                or cond.exchange.upper() not in contracts.KNOWN_EXCHANGES - {""}
+                or cond.price is None
+            ):
+                return 398, "Condition trigger error: Please provide valid financial instrument"
+        if new:
+            side_active = sum(1 for o in self.orders.values() if not o.done and o.action == t.action)
+            if side_active >= MAX_ACTIVE_PER_SIDE:
+                return 201, _reason(
+                    f"the account already has {side_active} active {t.action} orders for TQQQ; IB allows at most "
+                    f"{MAX_ACTIVE_PER_SIDE} active orders per contract per side"
+                )
+        return 0, ""
+
+    def _reject_new(self, client_id: int, t: OrderTicket, now_ns: int, code: int, text: str) -> list[Event]:
+        """Record a refused order (so reports and completed orders show it) and tell its client."""
+        order = self._new_order(client_id, t, now_ns, record_only=True)
+        self._finish(order, CANCELLED, now_ns, f"rejected {code}: {text}")
+        return [OrderRejected(client_id, t.order_id, code, text)]
+
+    def _new_order(self, client_id: int, t: OrderTicket, now_ns: int, record_only: bool = False) -> BrokerOrder:
+        qty = t.total_quantity if t.total_quantity is not None else Decimal(0)
+        order = BrokerOrder(
+            perm_id=self.next_perm_id,
+            client_id=client_id,
+            order_id=t.order_id,
+            account=self.account.account_id,
+            con_id=contracts.TQQQ.con_id,
+            action=t.action,
+            quantity=int(qty) if qty == qty.to_integral_value() else 0,
+            order_type=t.order_type,
+            limit=t.lmt_price if t.order_type == "LMT" else None,
+            tif=t.tif or "DAY",
+            outside_rth=t.outside_rth,
+            order_ref=t.order_ref,
+            placed_ns=now_ns,
+            seq=self.next_seq,
+            conditions=_conditions(t),
+            conditions_ignore_rth=t.conditions_ignore_rth,
+            conditions_cancel_order=t.conditions_cancel_order,
+            triggered=not t.conditions,
+        )
+        self.next_perm_id += 1
+        self.next_seq += 1
+        self.orders[order.perm_id] = order
+        self.by_client[(client_id, t.order_id)] = order.perm_id
+        if not record_only:
+            if order.tif == "DAY":
+                order.expires_ns = sessions.day_order_expiry_ns(now_ns, order.outside_rth)
+            order.set_status(self._working_status(order, now_ns), now_ns, "placed")
+        return order
+
+    def _working_status(self, order: BrokerOrder, now_ns: int) -> str:
+        """Submitted when the order works at the exchange now; PreSubmitted while held (condition, session)."""
+        if order.triggered and sessions.can_trade(sessions.session_at(now_ns), order.outside_rth):
+            return SUBMITTED
+        return PRE_SUBMITTED
+
+    def _modify(self, order: BrokerOrder, t: OrderTicket, now_ns: int) -> list[Event]:
+        if t.action != order.action or t.order_type != order.order_type:
+            return [ClientError(order.client_id, order.order_id, 105,
+                                "Order being modified does not match original order.")]
+        code, text = self._validate(t, now_ns, new=False)
+        if not code and t.total_quantity is not None and t.total_quantity <= order.filled:
+            code, text = 201, _reason(f"the new quantity {t.total_quantity} does not exceed the filled {order.filled}")
+        if code:
+            return [ClientError(order.client_id, order.order_id, code, text)]
+        new_conditions = _conditions(t)
+        if new_conditions != order.conditions:
+            order.conditions = new_conditions
+            order.triggered = not new_conditions
+        order.quantity = int(t.total_quantity or 0)
+        order.limit = t.lmt_price if order.order_type == "LMT" else None
+        if (t.tif or "DAY") != order.tif or t.outside_rth != order.outside_rth:
+            order.tif = t.tif or "DAY"
+            order.outside_rth = t.outside_rth
+            order.expires_ns = (
+                sessions.day_order_expiry_ns(now_ns, order.outside_rth) if order.tif == "DAY" else None
+            )
+        order.order_ref = t.order_ref
+        order.conditions_ignore_rth = t.conditions_ignore_rth
+        order.conditions_cancel_order = t.conditions_cancel_order
+        order.set_status(self._working_status(order, now_ns), now_ns, "modified")
+        return [OrderAcknowledged(copy(order)), *self._evaluate([order], now_ns, arrival=True)]
+
+    # --- cancellation --------------------------------------------------------------------------------------------
+
+    def cancel(self, client_id: int, order_id: int, now_ns: int) -> list[Event]:
+        perm_id = self.by_client.get((client_id, order_id))
+        if perm_id is None:
+            return [ClientError(client_id, order_id, 10147,
+                                f"OrderId {order_id} that needs to be cancelled is not found.")]
+        order = self.orders[perm_id]
+        if order.done:
+            return [ClientError(client_id, order_id, 10148,
+                                f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
+                                f"state: {order.status}.")]
+        self._finish(order, CANCELLED, now_ns, "cancelled by the client")
+        return [OrderCancelled(copy(order), "")]
+
+    def global_cancel(self, now_ns: int) -> list[Event]:
+        events: list[Event] = []
+        for order in self.open_orders():
+            self._finish(order, CANCELLED, now_ns, "global cancel")
+            events.append(OrderCancelled(copy(order), ""))
+        return events
+
+    def _finish(self, order: BrokerOrder, status: str, now_ns: int, note: str) -> None:
+        order.set_status(status, now_ns, note)
+        order.completed_ns = now_ns
+        order.completed_status = note
+
+    # --- the market ----------------------------------------------------------------------------------------------
+
+    def on_print(self, price: Decimal, size: int, now_ns: int) -> list[Event]:
+        """A trade print: trigger conditions, then fill what it reaches."""
+        self.last = LastPrint(price, size, now_ns, size)
+        events = self.advance(now_ns)
+        events += self._evaluate(self.open_orders(), now_ns, arrival=False)
+        return events
+
+    def advance(self, now_ns: int) -> list[Event]:
+        """Time moved: expire DAY orders past their session, activate held orders whose session opened."""
+        events: list[Event] = []
+        for order in self.open_orders():
+            if order.expires_ns is not None and now_ns >= order.expires_ns:
+                self._finish(order, CANCELLED, now_ns, "DAY order expired at the end of its session")
+                events.append(OrderCancelled(copy(order), "expired at the end of its session (DAY)"))
+            elif order.status == PRE_SUBMITTED and self._working_status(order, now_ns) == SUBMITTED:
+                order.set_status(SUBMITTED, now_ns, "session open")
+                events.append(OrderAcknowledged(copy(order)))
+        return events
+
+    def _evaluate(self, orders: list[BrokerOrder], now_ns: int, arrival: bool) -> list[Event]:
+        """Check ``orders`` against the last print: conditions first, then matching."""
+        if self.last is None:
+            return []
+        events: list[Event] = []
+        session = sessions.session_at(now_ns)
+        last = self.last.price
+        for order in orders:
+            if order.done or order.triggered:
+                continue
+            if not matching.conditions_may_trigger(session, order.conditions_ignore_rth):
+                continue
+            conds = [PriceCondition(c.is_more, c.price, c.conjunction != "o") for c in order.conditions]
+            if not matching.conditions_hold(conds, last):
+                continue
+            if order.conditions_cancel_order:
+                self._finish(order, CANCELLED, now_ns, f"condition met at {last}: conditionsCancelOrder")
+                events.append(OrderCancelled(copy(order), "condition met (conditionsCancelOrder)"))
+                continue
+            order.triggered = True
+            order.set_status(self._working_status(order, now_ns), now_ns, f"condition met at {last}")
+            events.append(OrderAcknowledged(copy(order)))
+        working = [o for o in orders if not o.done and o.triggered]
+        working.sort(key=lambda o: o.seq)
+        book = [
+            matching.WorkingOrder(
+                key=o.perm_id,
+                side=Side(o.action),
+                order_type=OrderType(o.order_type),
+                limit=o.limit,
+                remaining=o.remaining,
+                outside_rth=o.outside_rth,
+            )
+            for o in working
+        ]
+        liquidity = self.last.liquidity if self.partial_fills else self.last.size
+        fills = matching.match(book, matching.Print(last, liquidity), session, self.partial_fills)
+        for fill in fills:
+            self.last.liquidity -= fill.quantity
+            events.append(self._fill(self.orders[fill.key], fill.quantity, fill.price, now_ns, arrival))
+        if fills:
+            events.append(PortfolioChanged())
+        return events
+
+    def _fill(self, order: BrokerOrder, shares: int, price: Decimal, now_ns: int, arrival: bool) -> OrderFilled:
+        commission = matching.execution_commission(order.filled, order.fill_value, shares, price)
+        order.filled += shares
+        order.fill_value += price * shares
+        order.last_fill_price = price
+        order.commission += commission
+        realized = self.account.apply_execution(order.action == "BUY", shares, price, commission)
+        execution = Execution(
+            exec_id=f"{self.next_exec_seq:08x}.{self.epoch_s & 0xFFFFFFFF:08x}.01.01",
+            perm_id=order.perm_id,
+            client_id=order.client_id,
+            order_id=order.order_id,
+            account=order.account,
+            con_id=order.con_id,
+            side="BOT" if order.action == "BUY" else "SLD",
+            shares=shares,
+            price=price,
+            cum_qty=order.filled,
+            avg_price=order.avg_fill_price.quantize(AVG_PRICE_PLACES),
+            ts_ns=now_ns,
+            order_ref=order.order_ref,
+            commission=commission,
+            realized_pnl=realized,
+            liquidity=2 if arrival else 1,
+        )
+        self.next_exec_seq += 1
+        self.executions.append(execution)
+        order.exec_ids.append(execution.exec_id)
+        if order.filled >= order.quantity:
+            self._finish(order, FILLED, now_ns, f"filled {order.filled} @ avg {execution.avg_price}")
+        else:
+            order.history.append(StatusChange(now_ns, order.status, f"partial fill {shares} @ {price}"))
+        return OrderFilled(copy(order), execution)
+
+
+def _conditions(t: OrderTicket) -> list[Condition]:
+    return [
+        Condition(
+            is_more=c.is_more,
+            price=c.price if c.price is not None else Decimal(0),
+            con_id=c.con_id,
+            exchange=c.exchange,
+            trigger_method=c.trigger_method,
+            conjunction=c.conjunction or "a",
+        )
+        for c in t.conditions
+        if c.cond_type == 1
+    ]
