@@ -127,6 +127,12 @@ def test_the_lot_map_and_factors_come_from_the_config(env: dict[str, str], tmp_p
     assert result.returncode == 0, result.stderr
     assert [(r["shares"], r["trigger"]) for r in json.loads(result.stdout)] == [(10, "100.00"), (20, "98.00")]
 
+    # the same file through gridbot's own --config option
+    env["GRIDBOT_CONFIG"] = str(tmp_path / "absent.toml")
+    result = gridbot(env, "--config", str(user), "ladder", "--anchor", "100", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["trigger"] for r in json.loads(result.stdout)] == ["100.00", "98.00"]
+
 
 def test_a_relative_lots_path_is_from_the_working_directory(env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "small.csv").write_text("0,5\n")
