@@ -96,6 +96,7 @@ class Sim(_Section):
     sip_entitled: bool
     account: str
     starting_cash: float
+    partial_fills: bool
     api_key: str
     api_secret: str
 
