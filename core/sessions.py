@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -165,7 +165,7 @@ def trading_day(d: date) -> TradingDay | None:
 
 def eastern_date(ts_ns: int) -> date:
     """The US/Eastern calendar date of a UTC instant."""
-    return datetime.fromtimestamp(ts_ns / _NS, tz=timezone.utc).astimezone(EASTERN).date()
+    return datetime.fromtimestamp(ts_ns / _NS, tz=UTC).astimezone(EASTERN).date()
 
 
 def session_at(ts_ns: int) -> Session:

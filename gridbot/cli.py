@@ -14,6 +14,7 @@ from gridbot.config import ConfigError
 # One module per subcommand (or family of subcommands); order is the order of `gridbot --help`.
 COMMAND_MODULES = [
     "ladder",
+    "sim",
 ]
 
 

@@ -7,7 +7,7 @@ decode every message built here with both ib_insync's and ib_async's decoders.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from core import sessions
@@ -58,7 +58,7 @@ TICK_DELAYED_LAST_SIZE = 71
 
 def ib_time(ts_ns: int) -> str:
     """A timestamp as ``YYYYmmdd HH:MM:SS UTC``: explicit zone, so the clients never guess local time."""
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y%m%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y%m%d %H:%M:%S UTC")
 
 
 def eastern_time(ts_ns: int) -> str:

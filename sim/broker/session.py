@@ -17,7 +17,8 @@ from core.matching import fixed_commission
 from sim.broker import contracts, encode, requests
 from sim.broker.orders import BrokerOrder
 from sim.broker.requests import RequestError
-from sim.broker.wire import FrameReader, ProtocolError, encode as frame, handshake_reply, parse_version_range, split_fields
+from sim.broker.wire import FrameReader, ProtocolError, handshake_reply, parse_version_range, split_fields
+from sim.broker.wire import encode as frame
 
 if TYPE_CHECKING:
     from sim.broker.server import PaperBroker
