@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse
+from core.ledger import next_buy_attempt
 from core.lotmap import LotMap
 from core.prices import buy_queue, level0_limit, trigger_chain
 from proto.messages import (
@@ -183,20 +184,6 @@ def level0_tick_blocked(market: Market, config: StrategyConfig) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- the desired set
-
-
-def next_buy_attempt(state: GridState, level: int) -> int:
-    """The attempt number of the next BUY for ``level`` in the current cycle (1 for the first).
-
-    Level 0 counts the attempts that ended unfilled (``level0_attempt``); any other level counts how often it has
-    been bought in this cycle (``buy_attempts``), so a level freed by a SELL is armed under a new key.
-    """
-    if level == 0:
-        return state.level0_attempt + 1
-    # TODO(statekeeper): the per-level counter is theirs to add to GridState (contracts.md); until it lands every
-    # level is on its first attempt.
-    counts: Mapping[int, int] = getattr(state, "buy_attempts", None) or {}
-    return counts.get(level, 0) + 1
 
 
 def desired_orders(state: GridState, market: Market, config: StrategyConfig) -> dict[str, PlaceOrder]:

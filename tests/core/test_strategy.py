@@ -283,6 +283,24 @@ def test_a_buy_that_left_the_queue_is_cancelled() -> None:
     assert [c.key for c in places(decision.commands)] == ["tqgrid1 c1 L3 BUY"]
 
 
+def test_a_level_freed_by_a_sell_is_armed_again_under_its_next_attempt() -> None:
+    # Levels 1-3 were bought once each; level 3's lot was sold: level 3 is next_level again, on its second attempt.
+    lots = ladder(3)
+    s = state(lots, [live_buy(4), live_buy(5), live_buy(6)] + [live_sell(x) for x in lots],
+              buy_attempts={1: 1, 2: 1, 3: 1})
+
+    decision = decide(s, market(None), CONFIG)
+
+    assert cancels(decision.commands) == ["tqgrid1 c1 L6 BUY"]
+    assert [(c.key, c.limit) for c in places(decision.commands)] == [("tqgrid1 c1 L3 BUY a2", D("97.03"))]
+
+
+def test_level0_after_a_filled_first_attempt_uses_the_next_one() -> None:
+    s = state(cycle=2, level0_attempt=3)
+
+    assert [c.key for c in decide(s, market("100.00"), CONFIG).commands] == ["tqgrid1 c2 L0 BUY a4"]
+
+
 def test_a_partly_filled_buy_that_left_the_queue_is_not_cancelled() -> None:
     lots = ladder(3)
     s = state(lots, [live_buy(4), live_buy(5), live_buy(6, filled=20)] + [live_sell(x) for x in lots])
