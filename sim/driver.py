@@ -21,7 +21,7 @@ from typing import Any
 
 from sim.clock import SimClock
 from sim.market import MarketSource
-from sim.market.prints import NS_PER_SECOND, Print
+from sim.market.prints import NS_PER_SECOND, Print, to_cent
 from sim.market.timefmt import iso_utc
 
 log = logging.getLogger("sim.driver")
@@ -110,9 +110,12 @@ class Driver:
         self._wake.set()
 
     def inject(self, price: Decimal, size: int) -> Print:
-        """Publish one print at the clock's current time (the `price` verb; the manual source's only prints)."""
-        if not price.is_finite() or price <= 0:
-            raise ValueError(f"price must be positive, was {price}")
+        """Publish one print at the clock's current time (the `price` verb; the manual source's only prints).
+
+        The price is rounded half-up to the cent, as every source's prints are."""
+        if not price.is_finite() or to_cent(price) <= 0:
+            raise ValueError(f"price must be at least 0.01, was {price}")
+        price = to_cent(price)
         if size <= 0:
             raise ValueError(f"size must be a positive number of shares, was {size}")
         p = Print(self.clock.now_ns(), price, size)

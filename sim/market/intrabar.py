@@ -7,8 +7,8 @@ need the prints in between. The model (documented in docs/sim.md, "The market an
   first (an up bar, close >= open, goes open -> low -> high -> close; a down bar open -> high -> low -> close), the
   usual convention of bar-based backtesters, because it is the order that makes both extremes reachable in turn.
 - ``n`` prints (n >= 4) are spread evenly over the minute: print i at ``bar start + i * 60 s / n``. The vertices fall
-  on prints 0, (n-1)//3, 2(n-1)//3 and n-1, so the open, high, low and close are each printed exactly as the file
-  has them; the prints between two vertices are linear interpolations, rounded half-up to the cent and kept inside
+  on prints 0, (n-1)//3, 2(n-1)//3 and n-1, so the open, high, low and close are each printed exactly as the bar
+  has them (the replay rounds a bar to the cent first); the prints between two vertices are linear interpolations, rounded half-up to the cent and kept inside
   [low, high].
 - The bar's volume is shared out evenly (the first ``volume % n`` prints get one share more); every print has at
   least one share, so a bar with fewer shares than prints reports a little more volume than the file.
@@ -39,9 +39,8 @@ class Bar:
     volume: int
 
     def scaled(self, factor: Decimal, shift_ns: int) -> Bar:
-        """Return this bar moved by ``shift_ns`` with prices multiplied by ``factor`` (a looped replay)."""
-        if factor == 1:
-            return Bar(self.ts_ns + shift_ns, self.open, self.high, self.low, self.close, self.volume)
+        """Return this bar moved by ``shift_ns``, its prices multiplied by ``factor`` and rounded half-up to the
+        cent (rounding is monotonic, so low <= open, close <= high still holds)."""
         return Bar(
             self.ts_ns + shift_ns,
             to_cent(self.open * factor),

@@ -2,7 +2,7 @@
 
 The file is a CSV of ``seconds,price`` with an optional third column ``size`` (shares, default one round lot) and an
 optional header row. ``seconds`` is the time since ``start`` (fractions allowed) and must not decrease; prices are
-used exactly as written. With ``loop`` the path plays again, each pass starting one step (the path's last interval,
+rounded half-up to the cent (the stream and the broker see the same prices). With ``loop`` the path plays again, each pass starting one step (the path's last interval,
 or a second) after the previous pass ended; prices repeat unchanged.
 """
 
@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sim.market.prints import NS_PER_SECOND, Print
+from sim.market.prints import NS_PER_SECOND, Print, to_cent
 from sim.market.timefmt import iso_utc
 
 DEFAULT_SIZE = 100  # shares: one round lot when the file gives no size
@@ -60,8 +60,9 @@ def load_path(path: Path) -> list[tuple[int, Decimal, int]]:
                 ) from None
             if not seconds.is_finite() or seconds < 0:
                 raise PathFileError(f"{where}: seconds must be >= 0, was {row[0]!r}")
-            if not price.is_finite() or price <= 0:
-                raise PathFileError(f"{where}: price must be positive, was {row[1]!r}")
+            if not price.is_finite() or to_cent(price) <= 0:
+                raise PathFileError(f"{where}: price must be at least 0.01, was {row[1]!r}")
+            price = to_cent(price)
             if size <= 0:
                 raise PathFileError(f"{where}: size must be a positive number of shares, was {row[2]!r}")
             offset = int(seconds * NS_PER_SECOND)

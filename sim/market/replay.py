@@ -3,8 +3,10 @@
 ``start`` seeks: the replay begins with the first print at or after it (the bar containing ``start`` is played from
 there). With ``loop``, the file plays again and again, each pass moved forward by a whole number of weeks (so
 weekdays and the time of day stay true) and its prices scaled so that it opens where the previous pass closed: a
-looped replay never jumps, which a feed's plausibility band would reject. Prices of scaled passes are rounded
-half-up to the cent.
+looped replay never jumps, which a feed's plausibility band would reject.
+
+Every price is rounded half-up to the cent (TQQQ's tick) before it is printed: the file has a few sub-penny
+prints (e.g. 51.4135), and the stream and the broker must see the very same prices (the broker trades in cents).
 """
 
 from __future__ import annotations

