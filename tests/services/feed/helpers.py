@@ -58,8 +58,8 @@ class StreamProcess:
         reply: dict[str, Any] = json.loads(_readline(self.proc, timeout, f"the stream process ({cmd['cmd']})"))
         return reply
 
-    def prints(self, prices: list[str], ts_ns: int = T0, step_ns: int = MS) -> None:
-        self.call(cmd="prints", prices=prices, ts_ns=ts_ns, step_ns=step_ns)
+    def prints(self, prices: list[str], ts_ns: int = T0, step_ns: int = MS, raw: bool = False) -> None:
+        self.call(cmd="prints", prices=prices, ts_ns=ts_ns, step_ns=step_ns, raw=raw)
 
     def subscribed_clients(self) -> int:
         return sum("TQQQ" in c["subscriptions"].get("trades", []) for c in self.call(cmd="clients")["clients"])

@@ -3,8 +3,9 @@
 ``python -m tests.services.feed.stream_process [--no-sip]`` prints ``{"port": P}`` once listening, then answers
 each JSON command line on stdin with one JSON line on stdout:
 
-- ``{"cmd": "prints", "prices": ["97.02", ...], "ts_ns": T, "step_ns": S}``: publish one print per price, at
-  T, T+S, ... (prices are strings so that "NaN" or "-1" reach the wire as the floats a bad venue would send);
+- ``{"cmd": "prints", "prices": ["97.02", ...], "ts_ns": T, "step_ns": S, "raw": false}``: publish one print per
+  price, at T, T+S, ...; with ``"raw": true`` the trades are written straight to the iex clients' sockets, so
+  that "NaN" or "-1" reach the wire as the floats a bad venue would send;
 - ``{"cmd": "pace", "count": N, "rate": R, "price": "97.00", "ts_ns": T}``: publish N prints at R per second
   (in batches every few milliseconds, as the sim's driver does), then answer with the seconds it took;
 - ``{"cmd": "drop"}``, ``{"cmd": "silence", "seconds": S}``, ``{"cmd": "garbage"}``: the stream's faults;
@@ -23,6 +24,7 @@ from typing import Any
 
 from sim.market.prints import Print
 from sim.stream.server import StreamServer
+from sim.stream.wire import frame, pack_trade
 
 KEY, SECRET = "TESTKEY", "TESTSECRET"
 PACE_BATCH_S = 0.005
@@ -42,6 +44,8 @@ class Driver:
             case "prints":
                 ts, step = int(cmd["ts_ns"]), int(cmd.get("step_ns", 1_000_000))
                 prints = [Print(ts + i * step, Decimal(p), int(cmd.get("size", 100))) for i, p in enumerate(cmd["prices"])]
+                if cmd.get("raw"):
+                    return {"published": self.send_raw_trades(prints)}
                 self.publish(prints)
                 return {"published": len(prints)}
             case "pace":
@@ -55,6 +59,16 @@ class Driver:
             case "clients":
                 return {"clients": [c.describe() for c in self.server.clients()]}
         return {"error": f"unknown command {cmd['cmd']!r}"}
+
+    def send_raw_trades(self, prints: list[Print]) -> int:
+        """Write trades straight to every iex client, bypassing the sim's market model (quotes, bars), which
+        rightly refuses impossible prices: this is how a bad venue print (NaN, zero, negative) reaches the wire."""
+        channel = self.server.channels["iex"]
+        packed = [pack_trade("TQQQ", p, self.next_id + i, "V") for i, p in enumerate(prints)]
+        self.next_id += len(prints)
+        for client in list(channel.clients):
+            channel.send_raw(client, frame(packed), len(packed))
+        return len(prints)
 
     async def pace(self, count: int, rate: float, price: Decimal, ts_ns: int) -> dict[str, Any]:
         start = time.monotonic()
