@@ -118,6 +118,8 @@ class Statekeeper(_Section):
 
 class Alerts(_Section):
     command: list[str]
+    command_timeout: float
+    repeat_after: float
 
 
 class Config(_Section):
