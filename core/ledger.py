@@ -126,10 +126,17 @@ def step(state: GridState, event: Message, rules: LedgerRules = DEFAULT_RULES) -
             book.on_status(event)
         case OrderCancelled():
             book.on_final(
-                event.key, event.perm_id, event.filled, event.avg_fill_price, event.ts_ns, "cancelled"
+                event.key,
+                event.perm_id,
+                event.order_id,
+                event.filled,
+                event.avg_fill_price,
+                event.ts_ns,
+                "cancelled",
             )
         case OrderRejected():
-            book.on_final(event.key, 0, 0, Decimal(0), event.ts_ns, f"rejected ({event.code}: {event.text})")
+            why = f"rejected ({event.code}: {event.text})"
+            book.on_final(event.key, 0, event.order_id, 0, Decimal(0), event.ts_ns, why)
         case _:
             return Applied(state=state, changed=False)
     new_state = book.freeze()
@@ -213,6 +220,7 @@ class _Book:
         self.lots: list[Lot] = list(state.lots)
         self.orders: dict[str, WorkingOrder] = {order.key: order for order in state.orders}
         self.execs: dict[str, AppliedExecution] = {rec.exec_id: rec for rec in state.executions}
+        self.ended: list[int] = list(state.ended_orders)
         self.closed: list[RoundTrip] = []
         self.amended: list[FeeAmendment] = []
         self.notes: list[str] = []
@@ -220,7 +228,9 @@ class _Book:
     def freeze(self) -> GridState:
         lots = sorted(self.lots, key=lambda lot: (lot.cycle, lot.level, lot.buy_key))
         orders = sorted(self.orders.values(), key=lambda o: (o.side, o.level, o.key))
-        execs = list(self.execs.values())[-self.rules.exec_memory :] if self.rules.exec_memory > 0 else []
+        memory = self.rules.exec_memory
+        execs = list(self.execs.values())[-memory:] if memory > 0 else []
+        ended = self.ended[-memory:] if memory > 0 else []
         return msgspec.structs.replace(
             self.base,
             cycle=self.cycle,
@@ -231,9 +241,36 @@ class _Book:
             lots=lots,
             orders=orders,
             executions=execs,
+            ended_orders=ended,
         )
 
     # ------------------------------------------------------------------------------------------ lookups
+
+    def end_order(self, perm_id: int) -> None:
+        """Remember that the order ``perm_id`` is final, so a stale report of it cannot bring it back."""
+        if perm_id and perm_id not in self.ended:
+            self.ended.append(perm_id)
+
+    def relation(self, current: WorkingOrder | None, perm_id: int, order_id: int) -> str:
+        """How a report about order ``perm_id`` relates to the key's working order: "same", "newer" or "older".
+
+        A key has one live order at a time, but a key cancelled unfilled may be placed again, so reports of the old
+        and the new order can interleave. The newer order (the higher orderId: IB numbers a client's orders upwards)
+        is the working one; reports of the older one are stale.
+        """
+        if current is None:
+            return "same"
+        if perm_id and current.perm_id:
+            if perm_id == current.perm_id:
+                return "same"
+        elif not (order_id and current.order_id) or order_id == current.order_id:
+            # Without both permIds only the orderIds can tell two orders apart (a rejection has no permId).
+            return "same"
+        if current.perm_id in self.ended:
+            return "newer"
+        if order_id and current.order_id and order_id < current.order_id:
+            return "older"
+        return "newer"
 
     def lot_by_buy_key(self, key: str) -> Lot | None:
         return next((lot for lot in self.lots if lot.buy_key == key), None)
@@ -313,12 +350,17 @@ class _Book:
             self.charge_closed(e.key, e.exec_id, fee)
             self.notes.append(f"late execution {e.exec_id} of closed lot's BUY {e.key!r}: fee booked")
             return
-        order = self.orders.get(e.key) or WorkingOrder(
+        current = self.orders.get(e.key)
+        if self.relation(current, e.perm_id, e.order_id) == "newer":
+            # The order working under this key was replaced (it ended unfilled; its report is still on its way).
+            current = None
+        order = current or WorkingOrder(
             key=e.key, side="BUY", level=key.level, quantity=e.order_quantity, limit=Decimal(0)
         )
         order = self.add_fill(order, e, fee)
         if order.quantity > 0 and order.filled >= order.quantity:
             self.orders.pop(e.key, None)
+            self.end_order(order.perm_id)
             self.open_lot(
                 key, order.filled, order.fill_value, order.fees, order.perm_id, order.last_fill_ts_ns
             )
@@ -331,6 +373,12 @@ class _Book:
             self.notes.append(f"late execution {e.exec_id} of closed lot's SELL {order_key!r}: fee booked")
             return
         order = self.orders.get(order_key)
+        relation = self.relation(order, e.perm_id, e.order_id)
+        if relation == "newer":
+            order = None
+        if relation == "older" and lot is not None:
+            # A late fill of an earlier SELL of this lot: the shares are sold; the working order is another one.
+            order = None
         if order is None:
             level = lot.level if lot is not None else _level_of(order_key)
             remaining = lot.quantity - lot.sold if lot is not None else 0
@@ -343,7 +391,8 @@ class _Book:
             )
         # The SELL's own fee goes to its lot; an order with no lot yet keeps it until the lot appears.
         order = self.add_fill(order, e, Decimal(0) if lot is not None else fee)
-        self.orders[order_key] = order
+        if relation != "older" or lot is None:
+            self.orders[order_key] = order
         if lot is None:
             self.notes.append(
                 f"SELL execution {e.exec_id} of {order_key!r} has no lot (yet); kept on the order"
@@ -381,6 +430,8 @@ class _Book:
 
     def settle_sell(self, lot: Lot, order: WorkingOrder | None) -> None:
         """Close ``lot`` when it is sold out; drop its SELL order when that order is complete."""
+        if order is not None and order.quantity and order.filled >= order.quantity:
+            self.end_order(order.perm_id)
         if lot.sold >= lot.quantity:
             if lot.sold > lot.quantity:
                 self.notes.append(f"lot {lot.buy_key!r} sold {lot.sold} of {lot.quantity} shares: oversold")
@@ -508,9 +559,13 @@ class _Book:
         order_key = lot.sell_key if lot is not None else e.key
         if e.side == "BUY" and self.lot_by_buy_key(e.key) is not None:
             return
-        if self.finished(order_key):
+        if self.finished(order_key) or e.perm_id in self.ended:
             return
-        order = self.orders.get(order_key) or WorkingOrder(
+        current = self.orders.get(order_key)
+        relation = self.relation(current, e.perm_id, e.order_id)
+        if relation == "older":
+            return
+        order = (current if relation == "same" else None) or WorkingOrder(
             key=order_key,
             side=e.side,
             level=lot.level if lot is not None else _level_of(order_key),
@@ -537,7 +592,9 @@ class _Book:
 
     def on_status(self, e: OrderStatusChanged) -> None:
         if e.status in FINAL_STATUSES:
-            self.on_final(e.key, e.perm_id, e.filled, e.avg_fill_price, e.ts_ns, f"status {e.status}")
+            self.on_final(
+                e.key, e.perm_id, e.order_id, e.filled, e.avg_fill_price, e.ts_ns, f"status {e.status}"
+            )
             return
         order_key = e.key
         lot = None
@@ -547,7 +604,7 @@ class _Book:
                 return
             order_key = lot.sell_key
         order = self.orders.get(order_key)
-        if order is None:
+        if order is None or e.perm_id in self.ended or self.relation(order, e.perm_id, e.order_id) != "same":
             return
         self.orders[order_key] = msgspec.structs.replace(
             order,
@@ -556,11 +613,19 @@ class _Book:
             perm_id=order.perm_id or e.perm_id,
         )
 
-    def on_final(self, ref: str, perm_id: int, filled: int, avg: Decimal, ts: int, why: str) -> None:
+    def on_final(
+        self, ref: str, perm_id: int, order_id: int, filled: int, avg: Decimal, ts: int, why: str
+    ) -> None:
         """An order ended without filling completely (cancelled, rejected, inactive)."""
         key = _grid_key(ref)
         lot = self.sell_lot(ref, perm_id)
+        if perm_id in self.ended:
+            return
         if lot is not None:
+            if self.relation(self.orders.get(lot.sell_key), perm_id, order_id) != "same":
+                self.end_order(perm_id)
+                return
+            self.end_order(perm_id)
             order = self.orders.pop(lot.sell_key, None)
             if order is not None and filled > order.filled:
                 self.notes.append(
@@ -572,6 +637,13 @@ class _Book:
             )
             return
         if key is None:
+            return
+        relation = self.relation(self.orders.get(ref), perm_id, order_id)
+        self.end_order(perm_id)
+        if relation != "same":
+            # Another order works under this key now; this one ended (unfilled, or its fills made the lot).
+            if filled == 0 and key.side is Side.BUY and key.level == 0 and key.cycle == self.cycle:
+                self.level0_attempt = max(self.level0_attempt, key.attempt_number)
             return
         if key.side is Side.SELL:
             self.orders.pop(ref, None)

@@ -413,6 +413,8 @@ class GridState(msgspec.Struct, frozen=True, kw_only=True):
     buy_attempts: dict[int, int] = {}
     # The most recent executions applied (a bounded window; the statekeeper's journal keeps every execId).
     executions: list[AppliedExecution] = []
+    # permIds of orders that reached a final state recently: a stale acknowledgement of one is not a live order.
+    ended_orders: list[int] = []
 
 
 class StateSnapshot(Message, frozen=True):
