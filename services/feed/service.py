@@ -45,7 +45,7 @@ DROPS_LOGGED_PER_INTERVAL = 20
 class Publishes(Protocol):
     """The part of bus.Publisher the feed uses."""
 
-    def publish(self, topic: str, msg: Message) -> None: ...
+    def publish(self, topic: str, msg: Message) -> object: ...
 
 
 class FeedFatal(Exception):
@@ -63,6 +63,22 @@ def stream_keys(cfg: Config) -> tuple[str, str]:
             "in the environment or in .env at the project root"
         )
     return keys
+
+
+def check_settings(cfg: Config) -> tuple[PrintFilter, FeedHealth]:
+    """Validate the [feed] keys the config loader cannot judge alone; return the filter and health they make."""
+    feed = cfg.feed
+    where = f"config file '{cfg.source or 'config/defaults.toml'}'"
+    if feed.status_interval <= 0:
+        raise ConfigError(f"{where}: feed.status_interval must be a positive number of seconds, was {feed.status_interval}")
+    if feed.queue_limit < 1:
+        raise ConfigError(f"{where}: feed.queue_limit must be at least 1, was {feed.queue_limit}")
+    if feed.data_timeout < 0:
+        raise ConfigError(f"{where}: feed.data_timeout must be >= 0 seconds (0 = off), was {feed.data_timeout}")
+    try:
+        return PrintFilter(Decimal(repr(feed.jump_band)), feed.jump_confirm), FeedHealth(feed.stale_after)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def describe_refusal(code: int | None, text: str, feed: str) -> tuple[Severity, str]:
@@ -90,15 +106,7 @@ class FeedService:
 
     def __init__(self, cfg: Config, publisher: Publishes, key_id: str, secret: str) -> None:
         feed = cfg.feed
-        if feed.status_interval <= 0:
-            raise ConfigError(f"feed.status_interval must be a positive number of seconds, was {feed.status_interval}")
-        if feed.queue_limit < 1:
-            raise ConfigError(f"feed.queue_limit must be at least 1, was {feed.queue_limit}")
-        try:
-            self._filter = PrintFilter(Decimal(repr(feed.jump_band)), feed.jump_confirm)
-            self._health = FeedHealth(feed.stale_after)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        self._filter, self._health = check_settings(cfg)
         self._cfg = cfg
         self._publisher = publisher
         self._symbol = cfg.general.symbol

@@ -11,12 +11,11 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import zmq
+from bus.forwarder import Forwarder
 
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
@@ -83,44 +82,20 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02
         time.sleep(interval)
 
 
-class Forwarder:
-    """An XSUB/XPUB forwarder on random loopback ports in a thread: the bus, as the services see it."""
+class BusForwarder:
+    """The bus's own forwarder (bus.forwarder) on random loopback ports, on its thread in this process."""
 
     def __init__(self) -> None:
-        self.ctx = zmq.Context()
-        self._xsub = self.ctx.socket(zmq.XSUB)
-        self._xpub = self.ctx.socket(zmq.XPUB)
-        for sock in (self._xsub, self._xpub):
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            sock.setsockopt(zmq.LINGER, 0)
-        self.xsub = f"tcp://127.0.0.1:{self._xsub.bind_to_random_port('tcp://127.0.0.1')}"
-        self.xpub = f"tcp://127.0.0.1:{self._xpub.bind_to_random_port('tcp://127.0.0.1')}"
-        self._control_endpoint = f"inproc://forwarder-control-{id(self)}"
-        self._control = self.ctx.socket(zmq.PAIR)
-        self._control.bind(self._control_endpoint)
-        self._thread = threading.Thread(target=self._run, name="bus-forwarder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        control = self.ctx.socket(zmq.PAIR)
-        control.connect(self._control_endpoint)
-        try:
-            zmq.proxy_steerable(self._xsub, self._xpub, None, control)
-        except zmq.ContextTerminated:
-            pass
-        finally:
-            control.close(linger=0)
+        self._forwarder = Forwarder("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+        self._forwarder.start()
+        self.xsub = self._forwarder.xsub_endpoint
+        self.xpub = self._forwarder.xpub_endpoint
 
     def close(self) -> None:
-        self._control.send(b"TERMINATE")
-        self._thread.join(5)
-        for sock in (self._xsub, self._xpub, self._control):
-            sock.close(linger=0)
-        self.ctx.term()
+        self._forwarder.stop()
 
 
-def write_config(tmp_path: Path, forwarder: Forwarder, url: str, **feed: Any) -> Path:
+def write_config(tmp_path: Path, forwarder: BusForwarder, url: str, **feed: Any) -> Path:
     """A user config for a feed process: sim mode with the test key pair, the given bus and stream URL."""
     settings = {"status_interval": 0.5, "stale_after": 1.0, "data_timeout": 30.0} | feed
     lines = [

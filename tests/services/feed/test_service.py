@@ -22,8 +22,8 @@ from tests.services.feed.helpers import (
     MS,
     SECRET,
     T0,
+    BusForwarder,
     FeedProcess,
-    Forwarder,
     StreamProcess,
     write_config,
 )
@@ -32,8 +32,8 @@ M = TypeVar("M", bound=Message)
 
 
 @pytest.fixture
-def forwarder() -> Iterator[Forwarder]:
-    fwd = Forwarder()
+def forwarder() -> Iterator[BusForwarder]:
+    fwd = BusForwarder()
     yield fwd
     fwd.close()
 
@@ -94,7 +94,7 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def start_feed(tmp_path: Path, forwarder: Forwarder, url: str, **feed: Any) -> tuple[FeedProcess, BusWatcher]:
+async def start_feed(tmp_path: Path, forwarder: BusForwarder, url: str, **feed: Any) -> tuple[FeedProcess, BusWatcher]:
     """The watcher first (so nothing the feed says is missed), then the feed; wait for its first status."""
     watcher = BusWatcher(forwarder.xpub)
     feed_process = FeedProcess(write_config(tmp_path, forwarder, url, **feed))
@@ -109,7 +109,7 @@ async def start_feed(tmp_path: Path, forwarder: Forwarder, url: str, **feed: Any
 
 
 def test_ticks_have_continuous_sequence_numbers_and_sigterm_is_clean(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url())
@@ -146,7 +146,7 @@ def test_ticks_have_continuous_sequence_numbers_and_sigterm_is_clean(
 
 
 def test_bad_prints_are_dropped_counted_and_reported_never_published(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url(), jump_band=0.05, jump_confirm=3)
@@ -176,7 +176,7 @@ def test_bad_prints_are_dropped_counted_and_reported_never_published(
 
 
 def test_5000_prints_per_second_reach_a_subscriber_with_no_gap(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     count = 10_000
 
@@ -204,7 +204,7 @@ def test_5000_prints_per_second_reach_a_subscriber_with_no_gap(
 
 
 def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     stop_ticking = threading.Event()
 
@@ -248,7 +248,7 @@ def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
 
 
 def test_a_dropped_stream_is_reported_and_the_feed_reconnects(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url())
@@ -273,7 +273,7 @@ def test_a_dropped_stream_is_reported_and_the_feed_reconnects(
     run(scenario())
 
 
-def test_a_refused_key_raises_an_alert_naming_the_cause(tmp_path: Path, forwarder: Forwarder, sim: StreamProcess) -> None:
+def test_a_refused_key_raises_an_alert_naming_the_cause(tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess) -> None:
     async def scenario() -> None:
         watcher = BusWatcher(forwarder.xpub)
         config = write_config(tmp_path, forwarder, sim.url())
@@ -296,7 +296,7 @@ def test_a_refused_key_raises_an_alert_naming_the_cause(tmp_path: Path, forwarde
 
 
 def test_a_second_connection_with_the_same_key_raises_a_406_alert(
-    tmp_path: Path, forwarder: Forwarder, sim: StreamProcess
+    tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     class Quiet:
         def __getattr__(self, name: str) -> Callable[..., None]:
@@ -326,7 +326,7 @@ def test_a_second_connection_with_the_same_key_raises_a_406_alert(
     run(scenario())
 
 
-def test_409_is_fatal_with_an_alert(tmp_path: Path, forwarder: Forwarder) -> None:
+def test_409_is_fatal_with_an_alert(tmp_path: Path, forwarder: BusForwarder) -> None:
     sim = StreamProcess(no_sip=True)
 
     async def scenario() -> None:
@@ -338,7 +338,7 @@ def test_409_is_fatal_with_an_alert(tmp_path: Path, forwarder: Forwarder) -> Non
         finally:
             feed.close()
             await watcher.close()
-        assert code == 3
+        assert code == 1
         assert alert.severity == "critical" and "409" in alert.text and "feed.feed" in alert.text
 
     try:
