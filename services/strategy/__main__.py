@@ -1,43 +1,32 @@
 """`python -m services.strategy [--config PATH]`: the strategy service (ticks and state in, commands out).
 
 Exit codes: 0 after SIGTERM/SIGINT (replies to the commands already sent are awaited briefly first), 2 for a
-configuration or lot-map error (named), 1 for anything unexpected. supervisord restarts it.
+configuration or lot-map error (named on stderr), 1 for anything unexpected (bus.service logs it). supervisord
+restarts it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 import zmq.asyncio
 
+from bus import service as bus_service
 from core.lotmap import LotMapError
 from core.strategy import StrategyConfig
-from gridbot import logs
 from gridbot.config import Config, ConfigError, load
-from services.strategy.service import StrategyService, log
+from services.strategy.service import SENDER, StrategyService
 from services.strategy.settings import strategy_config
 
 EXIT_CONFIG = 2
-EXIT_FATAL = 1
 
 
-async def serve(cfg: Config, params: StrategyConfig) -> int:
-    """Run the strategy until SIGTERM/SIGINT (exit 0)."""
+async def serve(cfg: Config, params: StrategyConfig) -> None:
+    """Run the strategy until cancelled (SIGTERM / SIGINT through bus.service)."""
     ctx = zmq.asyncio.Context()
     try:
-        service = StrategyService(cfg, ctx, params)
-        main_task = asyncio.create_task(service.run(), name="strategy")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, main_task.cancel)
-        try:
-            await main_task
-        except asyncio.CancelledError:
-            log.info("strategy: stopped by signal")
-        return 0
+        await StrategyService(cfg, ctx, params).run()
     finally:
         ctx.term()
 
@@ -52,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LotMapError, ValueError) as e:
         print(f"strategy: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup("strategy", cfg.general.log_level)
-    try:
-        return asyncio.run(serve(cfg, params))
-    except Exception:
-        log.exception("strategy: fatal error")
-        return EXIT_FATAL
+    bus_service.run(SENDER, lambda: serve(cfg, params), log_level=cfg.general.log_level)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 Every decision re-derives the whole command list from the state, and the state learns of an order only when the
 executor's event has gone through the statekeeper. Between the executor's answer and that state update the same
 command would be derived again, on every tick. Re-sending it is safe (the executor answers a known key with the
-existing order), but pointless, so an answered command is not sent again for ``settle`` seconds unless a newer
-state arrived since the answer. A command that timed out (after the bus client's own retries under the same
-command id) is free to go again at the next decision, under the same intent key.
+existing order), but pointless, so an answered command is not sent again until a newer state arrived since the
+answer, or until it has settled for a while: ``settle_accepted`` seconds after an acceptance (the state shows the
+order well before that; if it never does, asking again costs one Duplicate reply), ``settle`` seconds after a
+rejection (the reason may pass: a disconnect, a full side). A command that timed out (after the bus client's own
+retries under the same command id) is free to go again at the next decision, under the same intent key.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ Send = Callable[[Command], Awaitable[Message]]
 OnReply = Callable[[Command, Message | None], None]
 
 
+# Seconds an accepted command is not repeated while the state has not moved on.
+SETTLE_ACCEPTED = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Answered:
     kind: type
     state_seq: int
-    at: float
+    until: float
 
 
 class Dispatcher:
@@ -41,9 +47,11 @@ class Dispatcher:
         settle: float,
         on_reply: OnReply | None = None,
         clock: Callable[[], float] = time.monotonic,
+        settle_accepted: float = SETTLE_ACCEPTED,
     ) -> None:
         self._send = send
         self._settle = settle
+        self._settle_accepted = settle_accepted
         self._on_reply = on_reply
         self._clock = clock
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -68,7 +76,7 @@ class Dispatcher:
                 answered is not None
                 and answered.kind is type(cmd)
                 and answered.state_seq >= state_seq
-                and now - answered.at < self._settle
+                and now < answered.until
             ):
                 self.skipped_settling += 1
                 continue
@@ -101,7 +109,8 @@ class Dispatcher:
         finally:
             del self._in_flight[cmd.key]
         if reply is not None:
-            self._answered[cmd.key] = _Answered(type(cmd), state_seq, self._clock())
+            settle = self._settle if isinstance(reply, CommandRejected) else self._settle_accepted
+            self._answered[cmd.key] = _Answered(type(cmd), state_seq, self._clock() + settle)
             _log_reply(cmd, reply)
         if self._on_reply is not None:
             try:

@@ -65,12 +65,12 @@ def test_ten_submissions_of_one_key_while_in_flight_send_it_once() -> None:
     run(scenario())
 
 
-def test_an_answered_command_waits_for_a_newer_state_or_the_settle_time() -> None:
+def test_an_accepted_command_waits_for_a_newer_state_or_the_settle_time() -> None:
     async def scenario() -> None:
         executor = Executor()
         executor.gate.set()
         clock = Clock()
-        d = Dispatcher(executor, settle=5.0, clock=clock)
+        d = Dispatcher(executor, settle=1.0, settle_accepted=5.0, clock=clock)
         d.submit([L0], state_seq=1)
         await settle(d)
 
@@ -122,12 +122,16 @@ def test_a_rejection_is_reported_and_not_repeated_at_once() -> None:
         executor = Executor(reply=rejected)
         executor.gate.set()
         replies: list[Message | None] = []
-        d = Dispatcher(executor, settle=5.0, on_reply=lambda cmd, reply: replies.append(reply))
+        clock = Clock()
+        d = Dispatcher(executor, settle=5.0, on_reply=lambda cmd, reply: replies.append(reply), clock=clock)
         d.submit([L0], state_seq=1)
         await settle(d)
 
         assert replies == [rejected]
         assert d.submit([L0], state_seq=1) == []
+        clock.now += 5.1
+        assert d.submit([L0], state_seq=1) == [L0]
+        await settle(d)
 
     run(scenario())
 
