@@ -92,7 +92,6 @@ class PathSource:
         self.period_ns = rows[-1][0] + (last_gap if last_gap > 0 else MIN_LOOP_GAP_NS)
         self.pass_number = 0
         self.row_index = 0
-        self.prints_emitted = 0
         self.last_ts: int | None = None
 
     def __iter__(self) -> Iterator[Print]:
@@ -101,7 +100,6 @@ class PathSource:
             for i, (offset, price, size) in enumerate(self.rows):
                 self.row_index = i + 1
                 self.last_ts = base + offset
-                self.prints_emitted += 1
                 yield Print(base + offset, price, size)
             if not self.loop:
                 return
@@ -116,5 +114,4 @@ class PathSource:
             "rows": len(self.rows),
             "percent": round(100.0 * self.row_index / len(self.rows), 2),
             "last_time": iso_utc(self.last_ts) if self.last_ts is not None else None,
-            "prints": self.prints_emitted,
         }

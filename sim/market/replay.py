@@ -50,7 +50,6 @@ class ReplaySource:
         self.pass_number = 0
         self.bar_index = self.first_index
         self.factor = Decimal(1)
-        self.prints_emitted = 0
         self.current_bar: Bar | None = None
 
     def _seek(self, start_ns: int | None) -> int:
@@ -76,7 +75,6 @@ class ReplaySource:
                 for p in bar_prints(bar, self.prints_per_bar):
                     if self.start_ns is not None and self.pass_number == 0 and p.ts_ns < self.start_ns:
                         continue
-                    self.prints_emitted += 1
                     yield p
             if not self.loop:
                 return
@@ -95,5 +93,4 @@ class ReplaySource:
             "percent": round(100.0 * (self.bar_index + 1) / total, 2),
             "bar_time": iso_utc(self.current_bar.ts_ns) if self.current_bar else None,
             "price_factor": str(self.factor),
-            "prints": self.prints_emitted,
         }

@@ -43,7 +43,6 @@ class WalkSource:
         self.interval_ns = int(interval_s * NS_PER_SECOND)
         self.step_sigma = annual_volatility * math.sqrt(interval_s / TRADING_SECONDS_PER_YEAR)
         self.seed = seed
-        self.prints_emitted = 0
         self.last: Print | None = None
 
     def __iter__(self) -> Iterator[Print]:
@@ -55,7 +54,6 @@ class WalkSource:
             price = max(CENT, to_cent(Decimal(repr(level))))
             p = Print(self.start_ns + i * self.interval_ns, price, rng.randint(1, MAX_SIZE))
             self.last = p
-            self.prints_emitted += 1
             yield p
             level *= math.exp(sigma * rng.gauss(0.0, 1.0) - sigma * sigma / 2)
             i += 1
@@ -64,7 +62,6 @@ class WalkSource:
         """Say how far the walk has got: prints so far, the last price and time."""
         return {
             "seed": self.seed,
-            "prints": self.prints_emitted,
             "last_price": str(self.last.price) if self.last else None,
             "last_time": iso_utc(self.last.ts_ns) if self.last else None,
         }
