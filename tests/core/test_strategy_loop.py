@@ -75,11 +75,19 @@ class Loop:
         self.now += NS_PER_SECOND
         self.prints += 1
         self.match(price)
-        tick = Tick(symbol="TQQQ", price=price, size=100, exchange_ts_ns=self.now, receive_ts_ns=self.now,
-                    seq=self.prints)
+        tick = Tick(
+            symbol="TQQQ",
+            price=price,
+            size=100,
+            exchange_ts_ns=self.now,
+            receive_ts_ns=self.now,
+            seq=self.prints,
+        )
         # Decide until nothing more happens (a confirmed cancel frees a slot for a held-back place).
         for _ in range(5):
-            market = Market(now_ns=self.now, tick=tick, reference_price=self.last_price, broker_connected=True)
+            market = Market(
+                now_ns=self.now, tick=tick, reference_price=self.last_price, broker_connected=True
+            )
             decision = decide(self.state, market, self.config)
             if not decision.commands:
                 break
@@ -91,8 +99,15 @@ class Loop:
         if isinstance(cmd, CancelOrder):
             resting = self.book.pop(cmd.key)
             self.cancelled.append(cmd.key)
-            self.event(OrderCancelled(ts_ns=self.now, key=cmd.key, order_id=resting.order_id,
-                                      perm_id=resting.perm_id, filled=resting.filled))
+            self.event(
+                OrderCancelled(
+                    ts_ns=self.now,
+                    key=cmd.key,
+                    order_id=resting.order_id,
+                    perm_id=resting.perm_id,
+                    filled=resting.filled,
+                )
+            )
             return
         slot = parse(cmd.key).slot
         assert all(parse(k).slot != slot for k in self.book), f"two live orders for {slot}"
@@ -103,9 +118,18 @@ class Loop:
             live = sum(1 for r in self.book.values() if r.cmd.side == side)
             self.max_live[side] = max(self.max_live[side], live)
             assert live <= 20, f"{live} live {side} orders: IB allows 20"
-        self.event(OrderAccepted(ts_ns=self.now, key=cmd.key, order_id=self.book[cmd.key].order_id,
-                                 perm_id=self.book[cmd.key].perm_id, side=cmd.side, quantity=cmd.quantity,
-                                 limit=cmd.limit, status="PreSubmitted" if cmd.condition else "Submitted"))
+        self.event(
+            OrderAccepted(
+                ts_ns=self.now,
+                key=cmd.key,
+                order_id=self.book[cmd.key].order_id,
+                perm_id=self.book[cmd.key].perm_id,
+                side=cmd.side,
+                quantity=cmd.quantity,
+                limit=cmd.limit,
+                status="PreSubmitted" if cmd.condition else "Submitted",
+            )
+        )
 
     def match(self, price: Decimal) -> None:
         for key, resting in list(self.book.items()):
@@ -114,9 +138,14 @@ class Loop:
                 [matching.PriceCondition(is_more=cmd.condition.is_more, price=cmd.condition.price)], price
             ):
                 continue
-            order = matching.WorkingOrder(key=resting.perm_id, side=matching.Side(cmd.side),
-                                          order_type=matching.OrderType.LIMIT, limit=cmd.limit,
-                                          remaining=cmd.quantity - resting.filled, outside_rth=cmd.outside_rth)
+            order = matching.WorkingOrder(
+                key=resting.perm_id,
+                side=matching.Side(cmd.side),
+                order_type=matching.OrderType.LIMIT,
+                limit=cmd.limit,
+                remaining=cmd.quantity - resting.filled,
+                outside_rth=cmd.outside_rth,
+            )
             at = matching.fill_price(order, price)
             if at is None:
                 continue
@@ -125,10 +154,21 @@ class Loop:
             sizes = [remaining // parts] * (parts - 1) + [remaining - (remaining // parts) * (parts - 1)]
             for size in sizes:
                 resting.filled += size
-                fill = OrderFilled(ts_ns=self.now, key=key, exec_id=f"e{self.next_id}.{resting.filled}",
-                                   order_id=resting.order_id, perm_id=resting.perm_id, side=cmd.side, shares=size,
-                                   price=at, cum_qty=resting.filled, avg_price=at, exec_ts_ns=self.now,
-                                   order_quantity=cmd.quantity, commission=D("1.00"))
+                fill = OrderFilled(
+                    ts_ns=self.now,
+                    key=key,
+                    exec_id=f"e{self.next_id}.{resting.filled}",
+                    order_id=resting.order_id,
+                    perm_id=resting.perm_id,
+                    side=cmd.side,
+                    shares=size,
+                    price=at,
+                    cum_qty=resting.filled,
+                    avg_price=at,
+                    exec_ts_ns=self.now,
+                    order_quantity=cmd.quantity,
+                    commission=D("1.00"),
+                )
                 self.fills.append(fill)
                 if resting.filled >= cmd.quantity:
                     del self.book[key]
@@ -161,11 +201,21 @@ def test_a_drop_of_5_percent_and_a_rise_back_closes_every_round_trip_and_starts_
 
     buys = [f for f in loop.fills if f.side == "BUY"]
     assert [(parse(f.key).level, f.price) for f in buys] == [
-        (0, D("100.00")), (1, D("99.00")), (2, D("98.00")), (3, D("97.00")), (4, D("96.05")), (5, D("95.10")),
+        (0, D("100.00")),
+        (1, D("99.00")),
+        (2, D("98.00")),
+        (3, D("97.00")),
+        (4, D("96.05")),
+        (5, D("95.10")),
     ]
     sells = [f for f in loop.fills if f.side == "SELL"]
     assert [(parse(f.key).level, f.price) for f in sells] == [
-        (5, D("96.05")), (4, D("97.05")), (3, D("98.00")), (2, D("99.00")), (1, D("100.00")), (0, D("101.00")),
+        (5, D("96.05")),
+        (4, D("97.05")),
+        (3, D("98.00")),
+        (2, D("99.00")),
+        (1, D("100.00")),
+        (0, D("101.00")),
     ]
     # Each SELL rests at round(purchase x 1.01) and fills at the first print at or above it (prints 5 cents apart).
     targets = [sell_target(parse(f.key).purchase_price or D(0)) for f in sells]
@@ -183,7 +233,9 @@ def test_ten_ticks_in_the_same_instant_place_one_level0() -> None:
 
     for n, price in enumerate(tick_prices):
         tick = Tick(symbol="TQQQ", price=price, size=1, exchange_ts_ns=START, receive_ts_ns=START, seq=n + 1)
-        for cmd in decide(loop.state, Market(now_ns=START, tick=tick, broker_connected=True), CONFIG).commands:
+        for cmd in decide(
+            loop.state, Market(now_ns=START, tick=tick, broker_connected=True), CONFIG
+        ).commands:
             if cmd.key not in loop.book:
                 loop.execute(cmd)
 
@@ -239,7 +291,10 @@ def test_a_gap_down_through_three_triggers_fills_them_at_the_print_and_moves_the
     assert buys == [(0, D("100.00")), (1, D("96.50")), (2, D("96.50")), (3, D("96.50"))]
     assert sorted(parse(r.cmd.key).level for r in loop.live("BUY")) == [4, 5, 6]
     assert sorted((parse(r.cmd.key).level, r.cmd.limit) for r in loop.live("SELL")) == [
-        (0, D("101.00")), (1, D("97.47")), (2, D("97.47")), (3, D("97.47")),
+        (0, D("101.00")),
+        (1, D("97.47")),
+        (2, D("97.47")),
+        (3, D("97.47")),
     ]
 
 
@@ -248,10 +303,36 @@ def test_a_level_freed_by_a_sell_is_bought_again_under_a_new_key() -> None:
     loop.run(["100.00", "100.00", "99.00", "98.00", "99.00"])  # L1 and L2 bought; L2 sold at 99.00
 
     assert sorted(lot.level for lot in loop.state.lots) == [0, 1]
-    assert sorted(r.cmd.key for r in loop.live("BUY")) == ["tqgrid1 c1 L2 BUY a2", "tqgrid1 c1 L3 BUY",
-                                                          "tqgrid1 c1 L4 BUY"]
+    assert sorted(r.cmd.key for r in loop.live("BUY")) == [
+        "tqgrid1 c1 L2 BUY a2",
+        "tqgrid1 c1 L3 BUY",
+        "tqgrid1 c1 L4 BUY",
+    ]
     loop.run(["98.00"])
 
     lot2 = next(lot for lot in loop.state.lots if lot.level == 2)
     assert (lot2.buy_key, lot2.sell_key) == ("tqgrid1 c1 L2 BUY a2", "tqgrid1 c1 L2 SELL a2 98.00")
     assert "tqgrid1 c1 L2 SELL a2 98.00" in {r.cmd.key for r in loop.live("SELL")}
+
+
+def test_the_worked_example_of_docs_strategy_md() -> None:
+    loop = Loop()
+
+    loop.run(["100.00", "100.00", "99.00", "96.00"])
+    assert sorted(r.cmd.key for r in loop.live("BUY")) == ["tqgrid1 c1 L5 BUY", "tqgrid1 c1 L6 BUY",
+                                                          "tqgrid1 c1 L7 BUY"]
+    assert sorted((r.cmd.key, r.cmd.limit) for r in loop.live("SELL")) == [
+        ("tqgrid1 c1 L0 SELL 100.00", D("101.00")), ("tqgrid1 c1 L1 SELL 99.00", D("99.99")),
+        ("tqgrid1 c1 L2 SELL 96.00", D("96.96")), ("tqgrid1 c1 L3 SELL 96.00", D("96.96")),
+        ("tqgrid1 c1 L4 SELL 96.00", D("96.96")),
+    ]
+
+    loop.run(["96.96"])
+    assert sorted(lot.level for lot in loop.state.lots) == [0, 1]
+    assert sorted(r.cmd.key for r in loop.live("BUY")) == ["tqgrid1 c1 L2 BUY a2", "tqgrid1 c1 L3 BUY a2",
+                                                          "tqgrid1 c1 L4 BUY a2"]
+    assert sorted(loop.cancelled) == ["tqgrid1 c1 L5 BUY", "tqgrid1 c1 L6 BUY", "tqgrid1 c1 L7 BUY"]
+
+    loop.run(["99.99", "101.00"])
+    assert loop.state.cycle == 2 and len(loop.closed) == 5
+    assert set(loop.book) == {"tqgrid1 c2 L0 BUY"}
