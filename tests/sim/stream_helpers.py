@@ -112,13 +112,21 @@ class AlpacaClient:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
 
+    # When the server runs in another process, blocking here is fine.
+    def __enter__(self) -> AlpacaClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 async def take(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
     """Read ``n`` items from ``q`` (in a worker thread: the loop keeps serving) or fail after ``timeout`` s."""
-    return await asyncio.to_thread(_take, q, n, timeout)
+    return await asyncio.to_thread(take_sync, q, n, timeout)
 
 
-def _take(q: queue.Queue[Any], n: int, timeout: float) -> list[Any]:
+def take_sync(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
+    """Read ``n`` items from ``q``, blocking (no loop runs in this thread), or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     out = []
     for _ in range(n):
