@@ -15,6 +15,7 @@ from proto.messages import ExecutionInfo, OpenOrderInfo, PositionInfo, Side
 
 # IB's UNSET_DOUBLE is 1.7976931348623157e308; anything this large is "no value".
 _UNSET_ABOVE = 1e300
+CENT = Decimal("0.01")
 _SIDES: dict[str, Side] = {"BUY": "BUY", "BOT": "BUY", "SELL": "SELL", "SLD": "SELL"}
 
 
@@ -25,7 +26,10 @@ def decimal(value: Any) -> Decimal:
     number = float(value)
     if number != number or abs(number) >= _UNSET_ABOVE:
         return Decimal(0)
-    return Decimal(repr(number))
+    exact = Decimal(repr(number))
+    # Cents always written (100.0 -> 100.00), more places kept exactly as IB gave them (an average fill).
+    exponent = exact.as_tuple().exponent
+    return exact.quantize(CENT) if isinstance(exponent, int) and exponent > -2 else exact
 
 
 def shares(value: Any) -> int:

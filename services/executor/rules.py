@@ -39,6 +39,8 @@ QUEUED = "Queued"
 LIVE_STATUSES = frozenset(
     {QUEUED, "PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel"}
 )
+# Set by the client library before IB has answered: not news for anyone.
+CLIENT_SIDE_STATUSES = frozenset({QUEUED, "PendingSubmit", "ApiPending"})
 ACKNOWLEDGED_STATUSES = frozenset({"PreSubmitted", "Submitted"})
 FINAL_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 # Pseudo-statuses a client library sets locally (ib_async 2.x on a warning about an order); they say nothing
@@ -329,10 +331,11 @@ class IntentTable:
             return []
         was_live = record.live or record.status == ""
         was_acked = record.acknowledged
-        before = (record.status, record.filled, record.avg_fill_price, record.perm_id)
+        before = (record.status, record.filled, record.avg_fill_price)
         _update(record, info)
         events: list[Message] = []
-        if record.live and not was_acked and record.acknowledged:
+        accepted = record.live and not was_acked and record.acknowledged
+        if accepted:
             record.acked_ns = now_ns
             events.append(
                 OrderAccepted(
@@ -347,11 +350,15 @@ class IntentTable:
                     client_id=record.client_id,
                 )
             )
-        if (record.status, record.filled, record.avg_fill_price, record.perm_id) == before:
+        if (record.status, record.filled, record.avg_fill_price) == before:
             return events
-        if record.final and was_live:
-            events.append(self._final_event(record, ts_ns))
-        elif not record.final:
+        if record.final:
+            if was_live:
+                events.append(self._final_event(record, ts_ns))
+        elif (accepted and record.filled == 0) or record.status in CLIENT_SIDE_STATUSES:
+            # The acceptance says it all; a client-side status says nothing about IB.
+            pass
+        else:
             events.append(_status_event(record, ts_ns))
         return events
 
@@ -474,7 +481,7 @@ class IntentTable:
         """Orders to cancel: handed to IB and not acknowledged in time, or immediate and not final in time."""
         found: list[Overdue] = []
         for record in self._by_key.values():
-            if not record.live or record.sent_ns == 0 or record.cancel_sent_ns or record.cancel_reason:
+            if not record.live or record.status == QUEUED or record.cancel_sent_ns or record.cancel_reason:
                 continue
             age = now_ns - record.sent_ns
             if record.immediate and age >= immediate_timeout_ns:
