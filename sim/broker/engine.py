@@ -200,7 +200,7 @@ class Engine:
             action=t.action,
             quantity=int(qty) if qty == qty.to_integral_value() else 0,
             order_type=t.order_type,
-            limit=t.lmt_price if t.order_type == "LMT" else None,
+            limit=_cents(t.lmt_price) if t.order_type == "LMT" else None,
             tif=t.tif or "DAY",
             outside_rth=t.outside_rth,
             order_ref=t.order_ref,
@@ -241,7 +241,7 @@ class Engine:
             order.conditions = new_conditions
             order.triggered = not new_conditions
         order.quantity = int(t.total_quantity or 0)
-        order.limit = t.lmt_price if order.order_type == "LMT" else None
+        order.limit = _cents(t.lmt_price) if order.order_type == "LMT" else None
         if (t.tif or "DAY") != order.tif or t.outside_rth != order.outside_rth:
             order.tif = t.tif or "DAY"
             order.outside_rth = t.outside_rth
@@ -385,7 +385,7 @@ def _conditions(t: OrderTicket) -> list[Condition]:
     return [
         Condition(
             is_more=c.is_more,
-            price=c.price if c.price is not None else Decimal(0),
+            price=_cents(c.price) or Decimal(0),
             con_id=c.con_id,
             exchange=c.exchange,
             trigger_method=c.trigger_method,
@@ -394,3 +394,8 @@ def _conditions(t: OrderTicket) -> list[Condition]:
         for c in t.conditions
         if c.cond_type == 1
     ]
+
+
+def _cents(price: Decimal | None) -> Decimal | None:
+    """Prices as the broker keeps them: Decimals to the cent (the clients send floats like '52.0')."""
+    return None if price is None else matching.round_cent(price)
