@@ -15,6 +15,7 @@ from gridbot.config import ConfigError
 COMMAND_MODULES = [
     "ladder",
     "sim",
+    "tap",
 ]
 
 
