@@ -20,7 +20,7 @@ class ReplyCache(Generic[K]):
     """A bounded LRU map from a command's key to the Future of its reply.
 
     The Future is stored as soon as the first copy of a command arrives, so a repeat that arrives while the
-    handler is still running waits for that same reply. Only finished entries are evicted.
+    handler is still running waits for that same reply. Only finished entries are evicted, oldest first.
     """
 
     def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
@@ -51,10 +51,12 @@ class ReplyCache(Generic[K]):
         if excess <= 0:
             return
         doomed = []
+        newest = next(reversed(self._entries))
         for key, future in self._entries.items():
-            if len(doomed) == excess:
+            if len(doomed) == excess or key == newest:
                 break
-            # A command still being handled stays: evicting it would let its repeat run the handler twice.
+            # A command still being handled stays (the cache grows past its size for a while rather than let a
+            # repeat run the handler twice).
             if future.done():
                 doomed.append(key)
         for key in doomed:
