@@ -16,6 +16,9 @@ COMMAND_MODULES = [
     "ladder",
     "sim",
     "tap",
+    "status",
+    "halt",
+    "alert",
 ]
 
 

@@ -22,6 +22,7 @@ from gridbot.config import ConfigError
 from proto import topics
 from proto.envelope import Envelope
 from proto.messages import Alert
+from tests.gridbot.peers import Peers, gridbot
 
 # A notifier that writes its arguments to the file named by its first argument.
 RECORDER = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
@@ -270,3 +271,34 @@ async def _publish_and_receive(forwarder: Forwarder) -> Envelope:
         await subscriber.close()
         await publisher.close()
         ctx.term()
+
+
+# --- `gridbot alert`: the operator's test of the whole path -------------------------------------------------------
+
+
+def test_gridbot_alert_runs_the_command_and_goes_out_on_the_bus(tmp_path: Path) -> None:
+    out = tmp_path / "args.json"
+    peers = Peers()
+    try:
+        command = json.dumps(recorder(out))
+        config_file = peers.config_file(tmp_path, extra=f"[alerts]\ncommand = {command}\n")
+        result = gridbot(config_file, "alert", "hello", "phone")
+    finally:
+        peers.close()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bus: the alert went out on topic 'alert'" in result.stdout
+    assert "exit status 0" in result.stdout
+    assert json.loads(out.read_text()) == ["gridbot CRITICAL operator test: hello phone"]
+
+
+def test_gridbot_alert_reports_a_failing_command_with_exit_1(tmp_path: Path) -> None:
+    peers = Peers()
+    try:
+        config_file = peers.config_file(tmp_path, extra='[alerts]\ncommand = ["/nonexistent/notifier"]\n')
+        result = gridbot(config_file, "alert")
+    finally:
+        peers.close()
+
+    assert result.returncode == 1
+    assert "cannot start '/nonexistent/notifier'" in result.stdout and "check alerts.command" in result.stdout
