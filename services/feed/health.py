@@ -53,7 +53,8 @@ class FeedHealth:
         return was_stale
 
     def report(self, now: float) -> HealthReport:
-        age = None if self._last_print is None else max(0.0, now - self._last_print)
+        # Milliseconds are plenty for an operator or a strategy deciding whether a price is fresh.
+        age = None if self._last_print is None else round(max(0.0, now - self._last_print), 3)
         if not self._connected:
             return HealthReport(False, True, self._down_reason or "disconnected", age)
         if age is None:

@@ -274,7 +274,7 @@ class FeedService:
     # ------------------------------------------------------------------------------------------------ stream events
 
     def stream_connected(self) -> None:
-        log.info("stream connected and subscribed to %s trades", self._symbol)
+        log.info("stream connected and logged in; subscribing to %s trades", self._symbol)
         self._alerted_refusal = None
         self._health.on_connected()
         self._changed.set()

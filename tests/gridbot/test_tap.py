@@ -192,3 +192,68 @@ def test_a_malformed_endpoint_exits_2_with_a_reason() -> None:
     )
     code, _, err = finish(proc)
     assert code == 2 and "not-an-endpoint" in err
+
+
+def _wait_for_line(path: Path, proc: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
+    """The first line of the log file ``path`` that contains ``marker``, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in path.read_text().splitlines():
+            if marker in line:
+                return line
+        if proc.poll() is not None:
+            raise AssertionError(f"{path.name}: exited (code {proc.returncode}) before {marker!r}:\n{path.read_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name}: no {marker!r} within {timeout} s:\n{path.read_text()}")
+        time.sleep(0.02)
+
+
+def test_done_when_sim_replays_the_shipped_session_the_feed_publishes_it_and_tap_shows_it(tmp_path: Path) -> None:
+    """The issue's "Done when": `python -m sim` with the default replay, `python -m services.feed` pointed at it,
+    `gridbot tap --count 5 --json` shows its prints. Only the addresses differ from the defaults (free ports)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("GRIDBOT_CONFIG", None)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, config: Path | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+        extra = ["--config", str(config)] if config else []
+        log = tmp_path / f"{args[0]}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", *args[:1], *extra, *args[1:]], cwd=ROOT, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc, log
+
+    try:
+        bus, bus_log = start("bus", "--xsub", "tcp://127.0.0.1:*", "--xpub", "tcp://127.0.0.1:*")
+        line = _wait_for_line(bus_log, bus, "forwarding publishers", 10)
+        xsub, xpub = line.split("publishers ")[1].split(" -> subscribers ")
+        xpub = xpub.strip()
+        sim, sim_log = start("sim", "--broker-port", "0", "--stream-port", "0", "--control", "tcp://127.0.0.1:0",
+                             "--state-dir", str(tmp_path / "sim"))
+        ready = json.loads(_wait_for_line(sim_log, sim, "SIM_READY", 15).split("SIM_READY ", 1)[1])
+        config = tmp_path / "gridbot.toml"
+        config.write_text(f'[general]\nrun_dir = "{tmp_path}"\n[bus]\nxsub = "{xsub}"\nxpub = "{xpub}"\n'
+                          f'[feed]\nurl = "{ready["stream"]}"\n')
+        start("services.feed", config=config)
+        tap = subprocess.run(
+            [sys.executable, "-m", "gridbot.cli", "--config", str(config), "tap", "--topic", "md.tick",
+             "--count", "5", "--json", "--timeout", "20"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=40,
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        codes = [proc.wait(10) for proc in reversed(procs)]
+
+    assert tap.returncode == 0, tap.stderr
+    rows = [json.loads(line) for line in tap.stdout.splitlines()]
+    assert len(rows) == 5
+    ticks = [r["msg"] for r in rows]
+    assert all(r["type"] == "Tick" and r["sender"] == "feed" for r in rows)
+    assert [t["seq"] for t in ticks] == list(range(ticks[0]["seq"], ticks[0]["seq"] + 5))
+    # The shipped sample is real TQQQ from 2025-04-30 to 2025-07-03, prices as traded then (about $40-$90).
+    assert all(Decimal("30") < Decimal(t["price"]) < Decimal("120") and t["size"] > 0 for t in ticks)
+    first, last = 1_745_971_200_000_000_000, 1_751_587_200_000_000_000  # 2025-04-30 / 2025-07-04 UTC
+    assert all(first <= t["exchange_ts_ns"] < last for t in ticks)
+    assert codes == [0, 0, 0], "feed, sim and bus all stop cleanly on SIGTERM"
