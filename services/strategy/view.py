@@ -73,7 +73,9 @@ def observe(view: View, msg: Message, now_ns: int) -> Observed:
             if msg.symbol != view.symbol:
                 return Observed(view)
             previous = view.tick.price if view.tick is not None else None
-            return Observed(replace(view, tick=msg, previous_price=previous), changed=True)
+            # A print that just arrived contradicts an earlier "stale" or "disconnected" from the feed; its next
+            # FeedStatus says so too, but the tick may overtake it.
+            return Observed(replace(view, tick=msg, previous_price=previous, feed_stale=False), changed=True)
         case FeedStatus():
             stale = msg.stale or not msg.connected
             return Observed(replace(view, feed_stale=stale), changed=stale != view.feed_stale)

@@ -137,3 +137,11 @@ def test_broker_events_and_the_executors_snapshot_set_the_connection() -> None:
     assert [v.broker_connected for v in (up, lost, back, gone, snap)] == [True, False, True, False, True]
     assert snap.market(NOW).broker_connected
     assert not snap.market(NOW, executor_alive=False).broker_connected
+
+
+def test_a_tick_after_a_stale_status_means_the_feed_is_back() -> None:
+    stale = observe(View("TQQQ"), FeedStatus(connected=True, stale=True), NOW).view
+
+    back = observe(stale, tick("100.00"), NOW).view
+
+    assert not back.feed_stale
