@@ -29,6 +29,8 @@ MAX_SERVER_VERSION = 176
 MIN_SERVER_VERSION = 157
 # How long a fresh connection may take to finish the handshake and startApi.
 HANDSHAKE_TIMEOUT = 10.0
+# Unsent bytes to one client beyond which it is considered dead and closed.
+MAX_UNSENT_BYTES = 16 * 1024 * 1024
 
 FARM_STATUS = (
     (2104, "Market data farm connection is OK:usfarm"),
@@ -67,6 +69,11 @@ class ClientSession:
         if self._closed or self.writer.is_closing():
             return
         self.writer.write(frame(fields))
+        if self.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            # A client that stopped reading would make the broker buffer without end; TWS drops such clients too.
+            log.warning("client %s (%s) is not reading (%d bytes unsent); closing", self.client_id, self.peer,
+                        self.writer.transport.get_write_buffer_size())
+            self.close()
 
     def error(self, req_id: int, code: int, text: str) -> None:
         self.send(encode.error(req_id, code, text, self.server_version))
