@@ -156,6 +156,11 @@ def next_buy_attempt(state: GridState, level: int) -> int:
     return state.buy_attempts.get(level, 0) + 1
 
 
+def key_finished(state: GridState, key: str) -> bool:
+    """True when the order ``key`` filled and is done with (its lot closed): a key that is never placed again."""
+    return _Book(state, DEFAULT_RULES).finished(key)
+
+
 def open_lots_shares(state: GridState) -> int:
     """Shares the grid holds: every lot's quantity less what its SELL already sold, plus BUYs filled so far."""
     held = sum(lot.quantity - lot.sold for lot in state.lots)
