@@ -9,6 +9,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +40,9 @@ def _readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
 class StreamProcess:
     """The sim's StreamServer in a child process (tests/services/feed/stream_process.py), driven over stdin."""
 
-    def __init__(self, no_sip: bool = False) -> None:
-        args = [PYTHON, "-m", "tests.services.feed.stream_process"] + (["--no-sip"] if no_sip else [])
+    def __init__(self, no_sip: bool = False, port: int = 0) -> None:
+        args = [PYTHON, "-m", "tests.services.feed.stream_process", "--port", str(port)]
+        args += ["--no-sip"] if no_sip else []
         self.proc = subprocess.Popen(
             args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             bufsize=1,
@@ -71,6 +73,14 @@ class StreamProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:

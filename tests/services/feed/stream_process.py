@@ -1,6 +1,6 @@
 """A test's simulated Alpaca stream in its own process: the sim's real StreamServer, driven line by line on stdin.
 
-``python -m tests.services.feed.stream_process [--no-sip]`` prints ``{"port": P}`` once listening, then answers
+``python -m tests.services.feed.stream_process [--no-sip] [--port P]`` prints ``{"port": P}`` once listening, then answers
 each JSON command line on stdin with one JSON line on stdout:
 
 - ``{"cmd": "prints", "prices": ["97.02", ...], "ts_ns": T, "step_ns": S, "raw": false}``: publish one print per
@@ -90,9 +90,10 @@ class Driver:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--no-sip", action="store_true", help="the key's plan lacks SIP: /v2/sip answers 409")
+    parser.add_argument("--port", type=int, default=0, help="the port to listen on (default: a free one)")
     args = parser.parse_args()
     server = StreamServer(time.time_ns, "TQQQ", KEY, SECRET, sip_entitled=not args.no_sip)
-    port = await server.start("127.0.0.1", 0)
+    port = await server.start("127.0.0.1", args.port)
     driver = Driver(server)
     print(json.dumps({"port": port}), flush=True)
     loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from tests.services.feed.helpers import (
     BusForwarder,
     FeedProcess,
     StreamProcess,
+    free_port,
     write_config,
 )
 
@@ -345,3 +346,27 @@ def test_409_is_fatal_with_an_alert(tmp_path: Path, forwarder: BusForwarder) -> 
         run(scenario())
     finally:
         sim.close()
+
+
+def test_a_stream_that_is_not_up_yet_is_found_when_it_comes_up(tmp_path: Path, forwarder: BusForwarder) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        feed, bus = await start_feed(tmp_path, forwarder, f"ws://127.0.0.1:{port}/v2/iex")
+        sim = None
+        try:
+            down = await bus.wait_for(FeedStatus, lambda s: "cannot connect" in s.reason, 10, "a failed connect")
+            sim = await asyncio.to_thread(StreamProcess, False, port)
+            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "the connect once the stream is up")
+            await asyncio.to_thread(sim.prints, ["97.00"])
+            tick = await bus.wait_for(Tick, lambda t: True, 5, "a tick")
+            code, _ = await asyncio.to_thread(feed.terminate)
+        finally:
+            feed.close()
+            await bus.close()
+            if sim is not None:
+                sim.close()
+        assert not down.connected and down.stale
+        assert tick.price == Decimal("97.00") and code == 0
+
+    run(scenario())
