@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tap",
     "status",
     "halt",
+    "monitor",
     "alert",
 ]
 
