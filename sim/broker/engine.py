@@ -85,10 +85,6 @@ class Engine:
     def next_valid_id(self, client_id: int) -> int:
         return self.next_ids.get(client_id, 1)
 
-    def reserve_ids(self, client_id: int, count: int) -> int:
-        """reqIds: the ids from the returned one upwards are free for this client."""
-        return self.next_valid_id(client_id)
-
     def open_orders(self, client_id: int | None = None) -> list[BrokerOrder]:
         return [
             o for o in sorted(self.orders.values(), key=lambda o: o.seq)

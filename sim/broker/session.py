@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -62,6 +63,7 @@ class ClientSession:
         self.connected_ns = broker.clock.now_ns()
         self._frames = FrameReader()
         self._closed = False
+        self._dispatch = self._handlers()
 
     # --- plumbing ------------------------------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class ClientSession:
         name = requests.NAMES.get(msg_id, f"message {msg_id}")
         assert self.client_id is not None
         self.broker.log_request(self.client_id, name, fields[1:])
-        handler = self._handlers().get(msg_id)
+        handler = self._dispatch.get(msg_id)
         if handler is None:
             log.info("client %d sent %s, which the paper broker does not serve", self.client_id, name)
             self.error(-1, 321, f"Error validating request:-'{msg_id}' : cause - the paper broker does not "
@@ -174,7 +176,7 @@ class ClientSession:
             log.exception("client %d: %s failed", self.client_id, name)
             self.error(-1, 321, f"Error validating request:-'{msg_id}' : cause - {type(e).__name__}: {e}")
 
-    def _handlers(self) -> dict[int, object]:
+    def _handlers(self) -> dict[int, Callable[[list[str]], None]]:
         return {
             requests.PLACE_ORDER: self._place_order,
             requests.CANCEL_ORDER: self._cancel_order,

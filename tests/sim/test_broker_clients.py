@@ -222,6 +222,9 @@ def test_req_ids_and_unsupported_requests(broker: BrokerThread, lib: str) -> Non
         ib.client.reqIds(1)
         ib.client.reqScannerParameters()  # not served: an error, and the connection carries on
         await until(lambda: 321 in errors.codes(-1), "321 for an unsupported request")
+        ib.client.send(3, 4242, 72539702, "TQQQ")  # a placeOrder cut short
+        await until(lambda: 321 in errors.codes(4242), "321 naming the order id of a bad placeOrder")
+        assert any("message ends before field" in m for r, c, m in errors.errors if r == 4242)
         assert await ib.reqCurrentTimeAsync()
         [contract] = await ib.qualifyContractsAsync(tqqq(mod))
         assert contract.conId == 72539702
@@ -248,5 +251,39 @@ def test_garbage_and_half_messages_never_kill_the_server(broker: BrokerThread, l
         ib = await connect(lib, broker.port)
         assert ib.isConnected()
         ib.disconnect()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("max_version", [157, 163, 170])
+def test_older_api_versions_negotiate_and_trade(broker: BrokerThread, lib: str, max_version: int) -> None:
+    async def scenario() -> None:
+        mod = client_module(lib)
+        ib = mod.IB()
+        ib.client.MaxClientVersion = max_version  # an older client: the broker answers min(176, its max)
+        await ib.connectAsync("127.0.0.1", broker.port, clientId=17, timeout=WAIT)
+        assert ib.client.serverVersion() == max_version
+        errors = ErrorLog(ib)
+        [contract] = await ib.qualifyContractsAsync(tqqq(mod))
+        broker.price("100.00")
+        trade = ib.placeOrder(contract, grid_buy(mod, 10, 99.0))
+        await until(lambda: trade.orderStatus.status == "PreSubmitted", "conditional order held")
+        broker.price("98.99")
+        await until(lambda: trade.orderStatus.status == "Filled", "filled")
+        ib.cancelOrder(trade.order)
+        await until(lambda: 10148 in errors.codes(trade.order.orderId), "10148 reaches an older client too")
+        ib.disconnect()
+
+    run(scenario())
+
+
+def test_a_client_outside_the_supported_versions_is_closed(broker: BrokerThread) -> None:
+    async def scenario() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        version = b"v100..150"
+        writer.write(b"API\0" + len(version).to_bytes(4, "big") + version)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        writer.close()
 
     run(scenario())
