@@ -480,6 +480,38 @@ class TradingResumed(Message, frozen=True):
     source: str = ""
 
 
+# --------------------------------------------------------------------------------------------- operator's reset
+# Sent by `gridbot reset` (DEALER -> ROUTER), after its orders are cancelled and the broker confirmed it.
+
+
+class ClosePosition(Message, frozen=True):
+    """Close the symbol's position with one LMT order (``reset --flatten``); to the executor, even while halted.
+
+    ``side``/``quantity`` are what the operator saw at the broker: the executor refuses when the position differs.
+    The order's orderRef is not a grid intent key, so the ledger never takes it for a lot. The reply comes once the
+    order is final: CommandAccepted (``detail`` says the fill) when completely filled, else CommandRejected (not
+    filled in time: cancelled, with the filled part).
+    """
+
+    symbol: str = ""
+    side: Side = "SELL"
+    quantity: int = 0
+    limit: Decimal = Decimal(0)
+    reason: str = ""
+
+
+class ResetState(Message, frozen=True):
+    """Clear the grid's state (``reset``): no lots, no working orders, no anchor; the next cycle number.
+
+    To the statekeeper, after the orders are cancelled (and the position closed) at the broker. The halt flag, the
+    realized P&L, the cycle counter's history and the applied-execution window are kept (an old fill replayed later
+    is still recognised). Replied with CommandAccepted, or CommandRejected with the reason.
+    """
+
+    reason: str = ""
+    source: str = ""
+
+
 AnyMessage = (
     Tick
     | FeedStatus
@@ -511,6 +543,8 @@ AnyMessage = (
     | Alert
     | TradingHalted
     | TradingResumed
+    | ClosePosition
+    | ResetState
 )
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
