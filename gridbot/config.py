@@ -114,6 +114,7 @@ class Statekeeper(_Section):
     state_file: str
     journal: str
     external_shares: int
+    reconcile_retry: float
 
 
 class Alerts(_Section):
