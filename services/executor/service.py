@@ -361,7 +361,14 @@ class Executor:
             quantities = {
                 int(t.order.permId or 0): convert.shares(t.order.totalQuantity) for t in ib.trades()
             }
-            executions = [convert.execution_info(f) for f in fills if f.contract.symbol == self.symbol]
+            # The library keeps the first Fill of an execId (with its commission report) and hands a bare copy
+            # to a later request: take the kept one.
+            kept = {f.execution.execId: f for f in ib.fills()}
+            executions = [
+                convert.execution_info(kept.get(f.execution.execId, f))
+                for f in fills
+                if f.contract.symbol == self.symbol
+            ]
             recovered = missed(executions, self.ledger)
             for execution in recovered:
                 self._publish_fill(execution, quantities.get(execution.perm_id, 0), recovered=True)

@@ -146,7 +146,9 @@ class Bench:
         self.config_file = self.tmp / "gridbot.toml"
         self.ctx = zmq.asyncio.Context()
         self.sub = Subscriber(
-            self.ctx, self.forwarder.xpub_endpoint, [topics.ORDER_EVENT, topics.BROKER_EVENT, topics.ALERT]
+            self.ctx,
+            self.forwarder.xpub_endpoint,
+            [topics.ORDER_EVENT, topics.BROKER_EVENT, topics.ALERT, topics.heartbeat("executor")],
         )
         self.client = CommandClient(self.ctx, self.command_endpoint, "strategy", timeout=10.0, retries=0)
         self.control_pub = Publisher(self.ctx, self.forwarder.xsub_endpoint, "statekeeper", heartbeat_interval=0.2)
