@@ -162,7 +162,7 @@ def _dump(reply: dict[str, Any]) -> bytes:
 
 def call(endpoint: str, verb: str, *args: Any, timeout: float = 5.0) -> Any:
     """Send one verb to a control endpoint and return its result; raise ControlError on ok=false or no reply."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:

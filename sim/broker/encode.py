@@ -189,7 +189,7 @@ def open_order(
         False,  # solicited
         what_if_margins is not None,  # whatIf
         status,
-        *(what_if_margins or [UNSET_DOUBLE] * 9),  # margins before/change/after
+        *(what_if_margins if what_if_margins is not None else [UNSET_DOUBLE] * 9),  # margins
         UNSET_DOUBLE if commission is None else commission,
         UNSET_DOUBLE, UNSET_DOUBLE,  # minCommission, maxCommission
         "USD" if commission is not None else "",

@@ -98,20 +98,20 @@ class Fields:
         except (ValueError, InvalidOperation):
             raise RequestError(f"{self.message}: field '{name}' must be {kind}, was {text!r}") from None
 
-    def str(self, name: str) -> str:
+    def text(self, name: str) -> str:
         return self._next(name)
 
-    def int(self, name: str, default: int = 0) -> int:
+    def integer(self, name: str, default: int = 0) -> int:
         text = self._next(name)
         if text == "":
             return default
         return int(self._convert(name, int, text, "an integer"))
 
     def opt_int(self, name: str) -> int | None:
-        value = self.int(name, UNSET_INTEGER)
+        value = self.integer(name, UNSET_INTEGER)
         return None if value == UNSET_INTEGER else value
 
-    def float(self, name: str, default: float = 0.0) -> float:
+    def number(self, name: str, default: float = 0.0) -> float:
         text = self._next(name)
         if text == "":
             return default
@@ -129,7 +129,7 @@ class Fields:
             return None
         return Decimal(value)
 
-    def bool(self, name: str) -> bool:
+    def flag(self, name: str) -> bool:
         text = self._next(name)
         if text == "":
             return False
@@ -164,18 +164,18 @@ class ContractRef:
 
 def read_contract(f: Fields) -> ContractRef:
     return ContractRef(
-        con_id=f.int("conId"),
-        symbol=f.str("symbol"),
-        sec_type=f.str("secType"),
-        last_trade_date=f.str("lastTradeDateOrContractMonth"),
-        strike=f.str("strike"),
-        right=f.str("right"),
-        multiplier=f.str("multiplier"),
-        exchange=f.str("exchange"),
-        primary_exchange=f.str("primaryExchange"),
-        currency=f.str("currency"),
-        local_symbol=f.str("localSymbol"),
-        trading_class=f.str("tradingClass"),
+        con_id=f.integer("conId"),
+        symbol=f.text("symbol"),
+        sec_type=f.text("secType"),
+        last_trade_date=f.text("lastTradeDateOrContractMonth"),
+        strike=f.text("strike"),
+        right=f.text("right"),
+        multiplier=f.text("multiplier"),
+        exchange=f.text("exchange"),
+        primary_exchange=f.text("primaryExchange"),
+        currency=f.text("currency"),
+        local_symbol=f.text("localSymbol"),
+        trading_class=f.text("tradingClass"),
     )
 
 
@@ -198,21 +198,21 @@ _CONDITION_FIELDS = {1: 5, 3: 2, 4: 2, 5: 3, 6: 4, 7: 4}
 
 
 def read_condition(f: Fields, index: int) -> ConditionSpec:
-    cond_type = f.int(f"conditions[{index}].condType")
+    cond_type = f.integer(f"conditions[{index}].condType")
     if cond_type not in _CONDITION_FIELDS:
         raise RequestError(f"{f.message}: condition {index} has unknown condType {cond_type}")
-    conjunction = f.str(f"conditions[{index}].conjunction")
+    conjunction = f.text(f"conditions[{index}].conjunction")
     if cond_type == 1:
         return ConditionSpec(
             cond_type=1,
             conjunction=conjunction,
-            is_more=f.bool(f"conditions[{index}].isMore"),
+            is_more=f.flag(f"conditions[{index}].isMore"),
             price=f.decimal(f"conditions[{index}].price"),
-            con_id=f.int(f"conditions[{index}].conId"),
-            exchange=f.str(f"conditions[{index}].exch"),
-            trigger_method=f.int(f"conditions[{index}].triggerMethod"),
+            con_id=f.integer(f"conditions[{index}].conId"),
+            exchange=f.text(f"conditions[{index}].exch"),
+            trigger_method=f.integer(f"conditions[{index}].triggerMethod"),
         )
-    raw = tuple(f.str(f"conditions[{index}].field{i}") for i in range(_CONDITION_FIELDS[cond_type]))
+    raw = tuple(f.text(f"conditions[{index}].field{i}") for i in range(_CONDITION_FIELDS[cond_type]))
     return ConditionSpec(cond_type=cond_type, conjunction=conjunction, raw=raw)
 
 
@@ -250,7 +250,7 @@ class OrderTicket:
 def parse_place_order(fields: list[str], server_version: int) -> OrderTicket:
     """Parse placeOrder (id 3) at ``server_version``: the layout of ib_insync/ib_async ``Client.placeOrder``."""
     f = Fields(fields, "placeOrder")
-    order_id = f.int("orderId")
+    order_id = f.integer("orderId")
     try:
         return _parse_place_order_body(f, order_id, server_version)
     except RequestError as e:
@@ -260,34 +260,34 @@ def parse_place_order(fields: list[str], server_version: int) -> OrderTicket:
 def _parse_place_order_body(f: Fields, order_id: int, sv: int) -> OrderTicket:
     contract = read_contract(f)
     f.skip("secIdType", "secId")
-    action = f.str("action")
+    action = f.text("action")
     total_quantity = f.decimal("totalQuantity")
-    order_type = f.str("orderType")
+    order_type = f.text("orderType")
     lmt_price = f.decimal("lmtPrice")
     aux_price = f.decimal("auxPrice")
-    tif = f.str("tif")
-    oca_group = f.str("ocaGroup")
-    account = f.str("account")
-    open_close = f.str("openClose")
-    origin = f.int("origin")
-    order_ref = f.str("orderRef")
-    transmit = f.bool("transmit")
-    parent_id = f.int("parentId")
+    tif = f.text("tif")
+    oca_group = f.text("ocaGroup")
+    account = f.text("account")
+    open_close = f.text("openClose")
+    origin = f.integer("origin")
+    order_ref = f.text("orderRef")
+    transmit = f.flag("transmit")
+    parent_id = f.integer("parentId")
     f.skip("blockOrder", "sweepToFill", "displaySize", "triggerMethod")
-    outside_rth = f.bool("outsideRth")
-    hidden = f.bool("hidden")
+    outside_rth = f.flag("outsideRth")
+    hidden = f.flag("hidden")
     is_bag = contract.sec_type.upper() == "BAG"
     if is_bag:
-        for i in range(f.int("comboLegs.count")):
+        for i in range(f.integer("comboLegs.count")):
             f.skip(*(f"comboLegs[{i}].{n}" for n in ("conId", "ratio", "action", "exchange", "openClose",
                                                        "shortSaleSlot", "designatedLocation", "exemptCode")))
-        for i in range(f.int("orderComboLegs.count")):
+        for i in range(f.integer("orderComboLegs.count")):
             f.skip(f"orderComboLegs[{i}].price")
-        for i in range(f.int("smartComboRoutingParams.count")):
+        for i in range(f.integer("smartComboRoutingParams.count")):
             f.skip(f"smartComboRoutingParams[{i}].tag", f"smartComboRoutingParams[{i}].value")
     f.skip("sharesAllocation", "discretionaryAmt")
-    good_after_time = f.str("goodAfterTime")
-    good_till_date = f.str("goodTillDate")
+    good_after_time = f.text("goodAfterTime")
+    good_till_date = f.text("goodTillDate")
     f.skip("faGroup", "faMethod", "faPercentage")
     if sv < 177:
         f.skip("faProfile")
@@ -295,7 +295,7 @@ def _parse_place_order_body(f: Fields, order_id: int, sv: int) -> OrderTicket:
            "settlingFirm", "allOrNone", "minQty", "percentOffset", "eTradeOnly", "firmQuoteOnly",
            "nbboPriceCap", "auctionStrategy", "startingPrice", "stockRefPrice", "delta", "stockRangeLower",
            "stockRangeUpper", "overridePercentageConstraints", "volatility", "volatilityType")
-    delta_neutral_order_type = f.str("deltaNeutralOrderType")
+    delta_neutral_order_type = f.text("deltaNeutralOrderType")
     f.skip("deltaNeutralAuxPrice")
     if delta_neutral_order_type:
         # Orders rebuilt from TWS after a reconnect carry 'None' here, which the clients send as truthy.
@@ -304,36 +304,36 @@ def _parse_place_order_body(f: Fields, order_id: int, sv: int) -> OrderTicket:
                "deltaNeutralShortSaleSlot", "deltaNeutralDesignatedLocation")
     f.skip("continuousUpdate", "referencePriceType", "trailStopPrice", "trailingPercent",
            "scaleInitLevelSize", "scaleSubsLevelSize")
-    scale_price_increment = f.float("scalePriceIncrement", default=0.0)
+    scale_price_increment = f.number("scalePriceIncrement", default=0.0)
     if 0 < scale_price_increment < 1e300:
         f.skip("scalePriceAdjustValue", "scalePriceAdjustInterval", "scaleProfitOffset", "scaleAutoReset",
                "scaleInitPosition", "scaleInitFillQty", "scaleRandomPercent")
     f.skip("scaleTable", "activeStartTime", "activeStopTime")
-    if f.str("hedgeType"):
+    if f.text("hedgeType"):
         f.skip("hedgeParam")
     f.skip("optOutSmartRouting", "clearingAccount", "clearingIntent", "notHeld")
-    if f.bool("deltaNeutralContract.present"):
+    if f.flag("deltaNeutralContract.present"):
         f.skip("deltaNeutralContract.conId", "deltaNeutralContract.delta", "deltaNeutralContract.price")
-    algo_strategy = f.str("algoStrategy")
+    algo_strategy = f.text("algoStrategy")
     if algo_strategy:
-        for i in range(f.int("algoParams.count")):
+        for i in range(f.integer("algoParams.count")):
             f.skip(f"algoParams[{i}].tag", f"algoParams[{i}].value")
     f.skip("algoId")
-    what_if = f.bool("whatIf")
+    what_if = f.flag("whatIf")
     f.skip("orderMiscOptions", "solicited", "randomizeSize", "randomizePrice")
     if order_type == "PEG BENCH":
         f.skip("referenceContractId", "isPeggedChangeAmountDecrease", "peggedChangeAmount",
                "referenceChangeAmount", "referenceExchangeId")
     conditions: list[ConditionSpec] = []
     ignore_rth = cancel_order = False
-    n_conditions = f.int("conditions.count")
+    n_conditions = f.integer("conditions.count")
     if n_conditions < 0:
         raise RequestError(f"placeOrder: field 'conditions.count' must not be negative, was {n_conditions}")
     for i in range(n_conditions):
         conditions.append(read_condition(f, i))
     if n_conditions:
-        ignore_rth = f.bool("conditionsIgnoreRth")
-        cancel_order = f.bool("conditionsCancelOrder")
+        ignore_rth = f.flag("conditionsIgnoreRth")
+        cancel_order = f.flag("conditionsCancelOrder")
     f.skip("adjustedOrderType", "triggerPrice", "lmtPriceOffset", "adjustedStopPrice", "adjustedStopLimitPrice",
            "adjustedTrailingAmount", "adjustableTrailingUnit", "extOperator", "softDollarTier.name",
            "softDollarTier.val", "cashQty", "mifid2DecisionMaker", "mifid2DecisionAlgo", "mifid2ExecutionTrader",
@@ -348,7 +348,7 @@ def _parse_place_order_body(f: Fields, order_id: int, sv: int) -> OrderTicket:
             f.skip("minTradeQty")
         if order_type == "PEG BEST":
             f.skip("minCompeteSize")
-            if f.float("competeAgainstBestOffset") == float("inf"):
+            if f.number("competeAgainstBestOffset") == float("inf"):
                 f.skip("midOffsetAtWhole", "midOffsetAtHalf")
         elif order_type == "PEG MID":
             f.skip("midOffsetAtWhole", "midOffsetAtHalf")
@@ -398,17 +398,17 @@ class MktDataRequest:
 def parse_req_mkt_data(fields: list[str]) -> MktDataRequest:
     f = Fields(fields, "reqMktData")
     f.skip("version")
-    req_id = f.int("reqId")
+    req_id = f.integer("reqId")
     try:
         contract = read_contract(f)
         if contract.sec_type.upper() == "BAG":
-            for i in range(f.int("comboLegs.count")):
+            for i in range(f.integer("comboLegs.count")):
                 f.skip(*(f"comboLegs[{i}].{n}" for n in ("conId", "ratio", "action", "exchange")))
-        if f.bool("deltaNeutralContract.present"):
+        if f.flag("deltaNeutralContract.present"):
             f.skip("deltaNeutralContract.conId", "deltaNeutralContract.delta", "deltaNeutralContract.price")
-        generic = f.str("genericTickList")
-        snapshot = f.bool("snapshot")
-        regulatory = f.bool("regulatorySnapshot")
+        generic = f.text("genericTickList")
+        snapshot = f.flag("snapshot")
+        regulatory = f.flag("regulatorySnapshot")
     except RequestError as e:
         raise RequestError(str(e), req_id=req_id) from None
     return MktDataRequest(req_id, contract, generic, snapshot, regulatory)
@@ -423,7 +423,7 @@ class ContractDetailsRequest:
 def parse_req_contract_details(fields: list[str]) -> ContractDetailsRequest:
     f = Fields(fields, "reqContractDetails")
     f.skip("version")
-    req_id = f.int("reqId")
+    req_id = f.integer("reqId")
     try:
         contract = read_contract(f)
     except RequestError as e:
@@ -446,17 +446,17 @@ class ExecutionFilter:
 def parse_req_executions(fields: list[str]) -> ExecutionFilter:
     f = Fields(fields, "reqExecutions")
     f.skip("version")
-    req_id = f.int("reqId")
+    req_id = f.integer("reqId")
     try:
         return ExecutionFilter(
             req_id=req_id,
-            client_id=f.int("clientId"),
-            account=f.str("acctCode"),
-            time=f.str("time"),
-            symbol=f.str("symbol"),
-            sec_type=f.str("secType"),
-            exchange=f.str("exchange"),
-            side=f.str("side"),
+            client_id=f.integer("clientId"),
+            account=f.text("acctCode"),
+            time=f.text("time"),
+            symbol=f.text("symbol"),
+            sec_type=f.text("secType"),
+            exchange=f.text("exchange"),
+            side=f.text("side"),
         )
     except RequestError as e:
         raise RequestError(str(e), req_id=req_id) from None
@@ -468,11 +468,11 @@ def read_simple(fields: list[str], name: str, *spec: tuple[str, str]) -> dict[st
     out: dict[str, Any] = {}
     for field_name, kind in spec:
         if kind == "int":
-            out[field_name] = f.int(field_name)
+            out[field_name] = f.integer(field_name)
         elif kind == "bool":
-            out[field_name] = f.bool(field_name)
+            out[field_name] = f.flag(field_name)
         elif kind == "skip":
             f.skip(field_name)
         else:
-            out[field_name] = f.str(field_name)
+            out[field_name] = f.text(field_name)
     return out

@@ -22,7 +22,7 @@ def register_broker_verbs(server: ControlServer, broker: PaperBroker) -> None:
 
     def time_(when: Any = None) -> str:
         if when is None:
-            return broker.status()["time"]
+            return str(broker.status()["time"])
         return broker.set_time(str(when))
 
     def requests(client_id: Any = None) -> list[dict[str, Any]]:
