@@ -112,7 +112,8 @@ class CommandClient:
         elif command_id in self._pending:
             raise ValueError(f"command id {command_id!r} is already awaiting a reply; use a new id per command")
         payload = encode(msg)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
         self._pending[command_id] = future
         attempts = retries + 1
         try:
@@ -128,11 +129,12 @@ class CommandClient:
                         attempt - 1,
                         retries,
                     )
+                deadline = loop.time() + timeout
                 header = CommandHeader(self.sender, command_id, SCHEMA_VERSION, time.time_ns(), attempt)
-                self._send([_encoder.encode(header), payload])
+                await self._send([_encoder.encode(header), payload], deadline)
                 try:
                     # shield: a timed-out attempt must not cancel the Future the next attempt waits on.
-                    return await asyncio.wait_for(asyncio.shield(future), timeout)
+                    return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     continue
             self.timeouts += 1
@@ -168,13 +170,21 @@ class CommandClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _send(self, frames: list[bytes]) -> None:
-        try:
-            self._send_socket.send_multipart(frames, flags=zmq.NOBLOCK)
-            self.sent += 1
-        except zmq.Again:
-            # No connected server (IMMEDIATE): nothing is queued; the attempt times out and the retry tries again.
-            log.warning("command server %s is not connected; this attempt is not sent", self.endpoint)
+    async def _send(self, frames: list[bytes], deadline: float) -> None:
+        """Send as soon as a server is connected, waiting for one until ``deadline`` (loop time) at most."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._send_socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                self.sent += 1
+                return
+            except zmq.Again:
+                # No connected server (IMMEDIATE): nothing is queued. Wait until one connects, within this attempt.
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    log.warning("command server %s is not connected; this attempt was not sent", self.endpoint)
+                    return
+                await self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLOUT)
 
     def _start_reader(self) -> None:
         if self._reader is None or self._reader.done():
