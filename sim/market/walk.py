@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 from sim.market.prints import CENT, NS_PER_SECOND, Print, to_cent
-from sim.market.timefmt import iso_utc
 
 TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 MAX_SIZE = 500  # shares
@@ -43,7 +42,6 @@ class WalkSource:
         self.interval_ns = int(interval_s * NS_PER_SECOND)
         self.step_sigma = annual_volatility * math.sqrt(interval_s / TRADING_SECONDS_PER_YEAR)
         self.seed = seed
-        self.last: Print | None = None
 
     def __iter__(self) -> Iterator[Print]:
         rng = random.Random(self.seed)
@@ -53,15 +51,15 @@ class WalkSource:
         while True:
             price = max(CENT, to_cent(Decimal(repr(level))))
             p = Print(self.start_ns + i * self.interval_ns, price, rng.randint(1, MAX_SIZE))
-            self.last = p
             yield p
             level *= math.exp(sigma * rng.gauss(0.0, 1.0) - sigma * sigma / 2)
             i += 1
 
     def progress(self) -> dict[str, Any]:
-        """Say how far the walk has got: prints so far, the last price and time."""
+        """Describe the walk (the driver's status has the last print)."""
         return {
             "seed": self.seed,
-            "last_price": str(self.last.price) if self.last else None,
-            "last_time": iso_utc(self.last.ts_ns) if self.last else None,
+            "first_price": str(self.first_price),
+            "step_sigma": round(self.step_sigma, 6),
+            "interval_s": self.interval_ns / NS_PER_SECOND,
         }
