@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "status",
     "halt",
     "monitor",
+    "reset",
     "alert",
 ]
 
