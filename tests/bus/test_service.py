@@ -1,0 +1,81 @@
+"""bus.service.run: a service's main in a real subprocess; SIGTERM lets it finish the message in hand, exit 0;
+a fatal exception exits 1 with the traceback logged."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+from tests.bus.helpers import Program
+
+SERVICE = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from bus import service
+
+    async def main():
+        n = 0
+        try:
+            while True:
+                await asyncio.sleep(0.01)  # waiting for the next message: a signal cancels here
+                n += 1
+                print(f"handling message {n}", flush=True)
+                time.sleep(0.3)  # the message in hand (no await): a signal waits for it
+                print(f"handled message {n}", flush=True)
+                if sys.argv[1] == "fatal":
+                    raise RuntimeError("the broker said something impossible")
+        finally:
+            print("cleaned up", flush=True)
+
+    service.run("demo", main)
+    """
+)
+
+
+def _service(tmp_path: Path, mode: str) -> Program:
+    script = tmp_path / "demo_service.py"
+    script.write_text(SERVICE)
+    return Program(str(script), mode)
+
+
+def test_sigterm_finishes_the_message_in_hand_cleans_up_and_exits_0(tmp_path: Path) -> None:
+    program = _service(tmp_path, "loop")
+    try:
+        program.wait_for(r"handling message 1")
+
+        program.signal(signal.SIGTERM)
+
+        assert program.wait(timeout=5) == 0
+        output = program.output()
+        assert "handled message 1" in output
+        assert "handling message 2" not in output
+        assert "cleaned up" in output
+        assert "SIGTERM received" in output and "demo stopped" in output
+    finally:
+        program.kill()
+
+
+def test_sigint_also_stops_with_exit_0(tmp_path: Path) -> None:
+    program = _service(tmp_path, "loop")
+    try:
+        program.wait_for(r"handled message 1")
+
+        program.signal(signal.SIGINT)
+
+        assert program.wait(timeout=5) == 0
+        assert "cleaned up" in program.output()
+    finally:
+        program.kill()
+
+
+def test_a_fatal_exception_is_logged_and_exits_1(tmp_path: Path) -> None:
+    program = _service(tmp_path, "fatal")
+    try:
+        assert program.wait(timeout=5) == 1
+        output = program.output()
+        assert "demo: fatal error" in output
+        assert "RuntimeError: the broker said something impossible" in output  # the traceback
+        assert "cleaned up" in output
+    finally:
+        program.kill()
