@@ -239,12 +239,13 @@ class PaperBroker:
     def _dispatch(self, events: list[Event]) -> None:
         if not events:
             return
+        # Durable before visible: a client never hears of an order or fill that a crash could still lose.
+        self._save()
         for event in events:
             try:
                 self._route(event)
             except Exception:  # one client's broken socket must not stop the others' events
                 log.exception("could not deliver %s", type(event).__name__)
-        self._save()
 
     def _session_of(self, client_id: int) -> ClientSession | None:
         return self.sessions.get(client_id)
