@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--paused", action="store_true", help="start with the market paused (`gridbot sim resume`)"
     )
+    p.add_argument(
+        "--if-embedded",
+        action="store_true",
+        help="run only when general.mode is 'sim' (the embedded default); otherwise log why and exit 0 "
+        "(deploy/supervisord.conf starts it this way)",
+    )
     return p
 
 
@@ -74,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = gconfig.load(args.config)
+        if args.if_embedded and cfg.general.mode != "sim":
+            log = logs.setup("sim", cfg.general.log_level)
+            log.info("general.mode is %r, not 'sim': the simulated exchange is not needed; exiting", cfg.general.mode)
+            return 0
         return asyncio.run(serve(args, cfg))
     except (gconfig.ConfigError, ValueError) as e:  # bad config, data file or argument: the message names it
         print(f"sim: {e}", file=sys.stderr)
