@@ -164,7 +164,9 @@ def decode(data: bytes, path: Path | str = "<memory>") -> Loaded:
     if version is None:
         raise fail("has no 'version': it is not a gridbot state file")
     if version != VERSION:
-        raise fail(f"has version {version!r}; this program reads version {VERSION} (run the matching gridbot)")
+        raise fail(
+            f"has version {version!r}; this program reads version {VERSION} (run the matching gridbot)"
+        )
     try:
         record = msgspec.json.decode(data, type=StateFileV1)
     except msgspec.ValidationError as e:
@@ -233,7 +235,9 @@ def read(path: Path) -> Loaded | None:
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise StateFileError(f"state file '{path}' is a directory; statekeeper.state_file must name a file") from None
+        raise StateFileError(
+            f"state file '{path}' is a directory; statekeeper.state_file must name a file"
+        ) from None
     except OSError as e:
         raise StateFileError(f"state file '{path}' cannot be read: {e.strerror or e}") from None
     return decode(data, path)
