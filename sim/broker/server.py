@@ -324,7 +324,13 @@ class PaperBroker:
 
     async def _reopen_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        await self._listen(self.port)
+        while True:
+            try:
+                await self._listen(self.port)
+                break
+            except OSError as e:  # the port is briefly taken: keep the outage going rather than die
+                log.error("outage over but %s:%d cannot be bound again (%s); retrying in 1 s", self.host, self.port, e)
+                await asyncio.sleep(1.0)
         self.outage_until = None
         log.info("outage over: listening again on %s:%d", self.host, self.port)
 
