@@ -184,7 +184,7 @@ class CommandClient:
                 if remaining <= 0:
                     log.warning("command server %s is not connected; this attempt was not sent", self.endpoint)
                     return
-                await self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLOUT)
+                await self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLOUT)  # type: ignore[call-arg]  # stub lacks flags
 
     def _start_reader(self) -> None:
         if self._reader is None or self._reader.done():

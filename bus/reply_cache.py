@@ -50,7 +50,7 @@ class ReplyCache(Generic[K]):
         excess = len(self._entries) - self.size
         if excess <= 0:
             return
-        doomed = []
+        doomed: list[K] = []
         newest = next(reversed(self._entries))
         for key, future in self._entries.items():
             if len(doomed) == excess or key == newest:

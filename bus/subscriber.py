@@ -119,12 +119,12 @@ class Subscriber:
             if self._drain():
                 continue
             if deadline is None:
-                await self._socket.poll(None, zmq.POLLIN)
+                await self._socket.poll(None, zmq.POLLIN)  # type: ignore[call-arg]  # pyzmq's stub lacks flags
             else:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
-                await self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+                await self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN)  # type: ignore[call-arg]
             self._drain()
             if not self._buffer and deadline is not None and loop.time() >= deadline:
                 return None
@@ -143,18 +143,21 @@ class Subscriber:
     def _process(self, frames: list[bytes]) -> Envelope | None:
         """Account for one message; return it if the caller subscribed to its topic and it is sound."""
         if len(frames) != 3:
-            return self._bad(f"expected 3 frames [topic, header, payload], got {len(frames)}")
+            self._bad(f"expected 3 frames [topic, header, payload], got {len(frames)}")
+            return None
         topic_b, header_b, payload = frames
         try:
             topic = topic_b.decode()
             header = _header_decoder.decode(header_b)
         except (UnicodeDecodeError, msgspec.DecodeError) as e:
-            return self._bad(f"bad topic or header on topic {topic_b[:60]!r}: {e}")
+            self._bad(f"bad topic or header on topic {topic_b[:60]!r}: {e}")
+            return None
         if header.schema != SCHEMA_VERSION:
-            return self._bad(
+            self._bad(
                 f"sender {header.sender!r} speaks schema {header.schema}, this program {SCHEMA_VERSION} "
                 f"(topic {topic!r}); run one version everywhere"
             )
+            return None
         self._peers.seen(header.sender, time.monotonic())
         wanted = topic.startswith(self._prefixes)
         check = self._sequences.observe(header.sender, header.incarnation, topic, header.seq, track=wanted)
@@ -185,16 +188,17 @@ class Subscriber:
             msg = decode(payload)
         except UnknownMessageType as e:
             self.unknown_types += 1
-            return self._bad(f"from {header.sender!r} on {topic!r}: {e}")
+            self._bad(f"from {header.sender!r} on {topic!r}: {e}")
+            return None
         except DecodeError as e:
-            return self._bad(f"from {header.sender!r} on {topic!r}: {e}")
+            self._bad(f"from {header.sender!r} on {topic!r}: {e}")
+            return None
         self.received += 1
         return Envelope(topic, header, msg)
 
     def _bad(self, why: str) -> None:
         self.decode_errors += 1
         log.warning("skipped a bad bus message %s", why)
-        return None
 
     def _call(self, callback: Callable[..., Awaitable[Any] | None] | None, *args: Any) -> None:
         if callback is None:
