@@ -6,8 +6,9 @@ Published (PUB -> bus XSUB -> bus XPUB -> SUB), three frames::
 
 - ``topic``: UTF-8 dotted name (``md.tick.TQQQ``, ``order.event``, ...; see proto.topics). ZeroMQ filters
   subscriptions on its prefix, so it travels in a frame of its own.
-- ``header``: msgpack ``Header``: ``sender`` (the service name), ``seq`` (per sender, 1, 2, 3 ... with no gaps:
-  a subscriber that sees a jump knows it lost messages and resynchronises), ``schema`` (SCHEMA_VERSION of the
+- ``header``: msgpack ``Header``: ``sender`` (the service name), ``seq`` (per sender and topic, 1, 2, 3 ... with no
+  gaps: a subscriber that sees a jump knows it lost messages and resynchronises; counted per topic because
+  subscribers filter by topic prefix, see docs/bus.md), ``schema`` (SCHEMA_VERSION of the
   sender; a receiver refuses a version it does not know), ``ts_ns`` (send time, UTC ns), ``incarnation`` (the
   sender's start time: a restarted sender begins again at seq 1, which is not a gap).
 - ``payload``: msgpack of one tagged message (proto.messages).
