@@ -65,6 +65,8 @@ class Engine:
     epoch_s: int
     partial_fills: bool = False
     orders: dict[int, BrokerOrder] = field(default_factory=dict)
+    # The orders not yet Filled or Cancelled (a subset of ``orders``): every print looks at these only.
+    live: dict[int, BrokerOrder] = field(default_factory=dict)
     by_client: dict[tuple[int, int], int] = field(default_factory=dict)
     next_ids: dict[int, int] = field(default_factory=dict)
     executions: list[Execution] = field(default_factory=list)
@@ -87,9 +89,16 @@ class Engine:
 
     def open_orders(self, client_id: int | None = None) -> list[BrokerOrder]:
         return [
-            o for o in sorted(self.orders.values(), key=lambda o: o.seq)
-            if not o.done and (client_id is None or o.client_id == client_id)
+            o for o in sorted(self.live.values(), key=lambda o: o.seq)
+            if client_id is None or o.client_id == client_id
         ]
+
+    def add_order(self, order: BrokerOrder) -> None:
+        """Index an order (a new one, or one read back from the state directory)."""
+        self.orders[order.perm_id] = order
+        self.by_client[(order.client_id, order.order_id)] = order.perm_id
+        if not order.done:
+            self.live[order.perm_id] = order
 
     def completed_orders(self, since_ns: int) -> list[BrokerOrder]:
         return [
@@ -171,7 +180,7 @@ class Engine:
             ):
                 return 398, "Condition trigger error: Please provide valid financial instrument"
         if new:
-            side_active = sum(1 for o in self.orders.values() if not o.done and o.action == t.action)
+            side_active = sum(1 for o in self.live.values() if o.action == t.action)
             if side_active >= MAX_ACTIVE_PER_SIDE:
                 return 201, _reason(
                     f"the account already has {side_active} active {t.action} orders for TQQQ; IB allows at most "
@@ -209,12 +218,11 @@ class Engine:
         )
         self.next_perm_id += 1
         self.next_seq += 1
-        self.orders[order.perm_id] = order
-        self.by_client[(client_id, t.order_id)] = order.perm_id
         if not record_only:
             if order.tif == "DAY":
                 order.expires_ns = sessions.day_order_expiry_ns(now_ns, order.outside_rth)
             order.set_status(self._working_status(order, now_ns), now_ns, "placed")
+        self.add_order(order)
         return order
 
     def _working_status(self, order: BrokerOrder, now_ns: int) -> str:
@@ -276,6 +284,7 @@ class Engine:
         order.set_status(status, now_ns, note)
         order.completed_ns = now_ns
         order.completed_status = note
+        self.live.pop(order.perm_id, None)
 
     # --- the market ----------------------------------------------------------------------------------------------
 

@@ -80,8 +80,7 @@ def restore(state: BrokerState, partial_fills: bool = False) -> Engine:
         executions=list(state.executions),
     )
     for order in state.orders:
-        engine.orders[order.perm_id] = order
-        engine.by_client[(order.client_id, order.order_id)] = order.perm_id
+        engine.add_order(order)
     if state.last_price is not None:
         engine.last = LastPrint(state.last_price, state.last_size, state.last_ts_ns, 0)
     return engine
