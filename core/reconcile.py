@@ -45,6 +45,7 @@ from core.lotmap import LotMap
 from core.prices import QUEUED_LEVELS, SELL_MARKUP, STEP, buy_queue, to_cent, trigger_chain
 from proto.messages import (
     BrokerSnapshot,
+    CommissionReported,
     ExecutionInfo,
     GridState,
     Lot,
@@ -217,12 +218,16 @@ def _catch_up(
     recovered = 0
     for execution in sorted(snapshot.executions, key=lambda e: (e.exec_ts_ns, e.exec_id)):
         executed_perms.add(execution.perm_id)
-        if execution.exec_id in known:
-            continue
-        order = orders_by_perm.get(execution.perm_id)
-        result = work.feed(_as_fill(execution, order.quantity if order is not None else 0))
-        if result.changed:
-            recovered += 1
+        if execution.exec_id not in known:
+            order = orders_by_perm.get(execution.perm_id)
+            result = work.feed(_as_fill(execution, order.quantity if order is not None else 0))
+            if result.changed:
+                recovered += 1
+        if execution.commission is not None and _commission_missing(work.state, execution.exec_id):
+            # A commission report missed while away (the ledger books each execution's commission once).
+            work.feed(
+                CommissionReported(exec_id=execution.exec_id, key=execution.key, commission=execution.commission)
+            )
     if recovered:
         work.find(CAUGHT_UP, f"{recovered} execution(s) applied that the state had not seen", True)
     for order in completed:
@@ -255,6 +260,10 @@ def _catch_up(
             )
         )
     _end_what_the_broker_lacks(work, open_orders)
+
+
+def _commission_missing(state: GridState, exec_id: str) -> bool:
+    return any(rec.exec_id == exec_id and rec.commission is None for rec in state.executions)
 
 
 def _as_fill(execution: ExecutionInfo, order_quantity: int) -> OrderFilled:

@@ -383,3 +383,19 @@ def test_the_report_lists_findings_and_the_plan() -> None:
     assert report.plan[0].startswith("operator: ")
     assert "position_mismatch" in result.summary()
     assert msgspec.json.decode(msgspec.json.encode(report), type=type(report)) == report
+
+
+def test_a_commission_report_missed_while_away_is_booked_from_the_snapshot() -> None:
+    state = grid_holding_levels_0_and_1()
+    l0_fill = state.executions[0]
+    known = execution(l0_fill.key, "BUY", 94, "100.00", 101, l0_fill.exec_id)
+    known = msgspec.structs.replace(known, commission=D("1.25"))
+
+    result = reconcile(
+        state, snapshot(182, broker_of(state), [], [known]), LOTS, RULES, known_exec_ids={known.exec_id}
+    )
+
+    assert result.consistent
+    assert result.state.lots[0].fees == D("1.25")
+    again = reconcile(result.state, snapshot(182, broker_of(state), [], [known]), LOTS, RULES)
+    assert again.state.lots[0].fees == D("1.25") and again.caught_up == ()
