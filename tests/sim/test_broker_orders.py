@@ -50,7 +50,10 @@ async def session(lib: str, broker: BrokerThread) -> tuple[Any, Any, Any, ErrorL
 def test_connect_sync_and_contract_details(broker: BrokerThread, lib: str) -> None:
     async def scenario() -> None:
         mod = client_module(lib)
-        ib = await connect(lib, broker.port)
+        ib = mod.IB()
+        farm = ErrorLog(ib)
+        await ib.connectAsync("127.0.0.1", broker.port, clientId=17, timeout=3)
+        assert farm.codes(-1) == [2104, 2106, 2158]
         assert ib.managedAccounts() == ["DU1234567"]
         assert ib.positions() == [] and ib.openTrades() == []
         assert any(v.tag == "NetLiquidation" and v.value == "1000000.00" for v in ib.accountValues())
