@@ -107,6 +107,10 @@ FAULT_ENV = "GRIDBOT_EXECUTOR_FAULT"
 FAULT_KILL_AFTER_PLACE = "kill-after-place"
 
 
+# Error kinds that, about one of our orders, end it (the order is rejected with that code).
+ORDER_ENDING = frozenset({ErrorKind.ORDER, ErrorKind.PACING})
+
+
 class ConnectFailed(Exception):
     """Connecting or syncing failed in a way the connection loop retries (the text says why)."""
 
@@ -688,7 +692,7 @@ class Executor:
         if info.symbol and info.symbol != self.symbol:
             return
         code, text = convert.last_error(trade)
-        if code and classify_error(code, info.order_id, True) is ErrorKind.ORDER:
+        if code and classify_error(code, info.order_id, True) in ORDER_ENDING:
             self.table.note_error(info.client_id, info.order_id, code, text)
         for event in self.table.apply(info, self._now(), time.time_ns()):
             self._emit_order_event(event)
@@ -837,7 +841,7 @@ class Executor:
     def _on_error(self, req_id: int, code: int, text: str, contract: Any = None) -> None:
         record = self.table.by_order_id(self.client_id, req_id) if req_id > 0 else None
         kind = classify_error(code, req_id, record is not None)
-        if kind is ErrorKind.ORDER:
+        if kind in ORDER_ENDING:
             self.table.note_error(self.client_id, req_id, code, text)
         now = time.time_ns()
         match kind:

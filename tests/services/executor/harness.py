@@ -249,8 +249,8 @@ class Bench:
     async def request(self, msg: Message, timeout: float = 10.0) -> Message:
         return await self.client.request(msg, timeout=timeout, retries=0)
 
-    async def snapshot(self) -> BrokerSnapshot:
-        reply = await self.request(BrokerSnapshotRequest())
+    async def snapshot(self, resync: bool = False) -> BrokerSnapshot:
+        reply = await self.request(BrokerSnapshotRequest(resync=resync))
         assert isinstance(reply, BrokerSnapshot)
         return reply
 

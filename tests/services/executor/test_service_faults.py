@@ -172,7 +172,7 @@ def test_client_id_in_use_raises_an_alert_and_connects_once_it_is_free(tmp_path:
         # A reconnect delay long enough for another program to take the clientId while the executor is away
         # (an executor that starts while the id is taken does the same, but its first alert would race the
         # test's subscription: pub/sub drops what is published before a subscriber has joined).
-        async with Bench(tmp_path, lib, broker={"reconnect_initial": 1.0, "reconnect_max": 1.0}) as b:
+        async with Bench(tmp_path, lib, broker={"reconnect_initial": 1.0, "reconnect_max": 1.0, "connect_timeout": 2.0}) as b:
             await b.start_executor()
             await b.wait_connected()
             squatter: Any = ib_api.load(lib).new_ib()
