@@ -3,6 +3,6 @@
 See docs/sim.md ("The paper broker") for what it models and how to drive it.
 """
 
-from sim.broker.server import ControlError, PaperBroker
+from sim.broker.server import BadControlArgument, PaperBroker
 
-__all__ = ["ControlError", "PaperBroker"]
+__all__ = ["BadControlArgument", "PaperBroker"]

@@ -51,8 +51,8 @@ CONNECTIVITY = {
 REQUEST_LOG_SIZE = 20_000
 
 
-class ControlError(ValueError):
-    """A control operation got an argument it cannot use; the message says what was wrong."""
+class BadControlArgument(ValueError):
+    """A control operation got an argument it cannot use (a ValueError: the control server answers with the usage)."""
 
 
 def parse_time(text: str) -> int:
@@ -60,9 +60,9 @@ def parse_time(text: str) -> int:
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ControlError(f"time {text!r} is not ISO 8601, e.g. 2025-06-02T09:30:00-04:00") from None
+        raise BadControlArgument(f"time {text!r} is not ISO 8601, e.g. 2025-06-02T09:30:00-04:00") from None
     if dt.tzinfo is None:
-        raise ControlError(f"time {text!r} has no UTC offset; add one, e.g. 2025-06-02T09:30:00-04:00")
+        raise BadControlArgument(f"time {text!r} has no UTC offset; add one, e.g. 2025-06-02T09:30:00-04:00")
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
@@ -219,11 +219,11 @@ class PaperBroker:
         try:
             p = round_cent(Decimal(str(price)))
         except InvalidOperation:
-            raise ControlError(f"price {price!r} is not a number") from None
+            raise BadControlArgument(f"price {price!r} is not a number") from None
         if not p.is_finite() or p <= 0:
-            raise ControlError(f"price must be positive, was {price!r}")
+            raise BadControlArgument(f"price must be positive, was {price!r}")
         if int(size) < 0:
-            raise ControlError(f"size must not be negative, was {size!r}")
+            raise BadControlArgument(f"size must not be negative, was {size!r}")
         if ts_ns is not None:
             self.clock.advance_to(ts_ns)
         for session in list(self.sessions.values()):
@@ -311,7 +311,7 @@ class PaperBroker:
         """Close every client and refuse connections for ``seconds`` of wall time (TWS's nightly restart)."""
         seconds = float(seconds)
         if seconds <= 0:
-            raise ControlError(f"outage needs a positive number of seconds, was {seconds}")
+            raise BadControlArgument(f"outage needs a positive number of seconds, was {seconds}")
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -338,7 +338,7 @@ class PaperBroker:
         """Send connectivity error 1100, 1101 or 1102 to every client; return how many got it."""
         code = int(code)
         if code not in CONNECTIVITY:
-            raise ControlError(f"connectivity code must be 1100, 1101 or 1102, was {code}")
+            raise BadControlArgument(f"connectivity code must be 1100, 1101 or 1102, was {code}")
         for s in list(self.sessions.values()):
             s.error(-1, code, CONNECTIVITY[code])
         return len(self.sessions)
@@ -347,7 +347,7 @@ class PaperBroker:
         """Reject the next new order with error ``code`` (default 201)."""
         code = int(code)
         if code <= 0:
-            raise ControlError(f"reject-next needs a positive error code, was {code}")
+            raise BadControlArgument(f"reject-next needs a positive error code, was {code}")
         self.engine.reject_next = code
         return code
 
