@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only when general.mode is 'sim' (the embedded default); otherwise log why and exit 0 "
         "(deploy/supervisord.conf starts it this way)",
     )
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="play the source from sim.start even if the broker's state holds a later print (default: resume)",
+    )
     return p
 
 
@@ -51,7 +56,9 @@ async def serve(args: argparse.Namespace, cfg: gconfig.Config) -> int:
 
     log = logs.setup("sim", cfg.general.log_level)
     state_dir = args.state_dir or cfg.run_dir / "sim"
-    program = SimProgram(cfg, state_dir, args.broker_port, args.stream_port, args.control, args.paused)
+    program = SimProgram(
+        cfg, state_dir, args.broker_port, args.stream_port, args.control, args.paused, args.from_start
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = gconfig.load(args.config)
         if args.if_embedded and cfg.general.mode != "sim":
             log = logs.setup("sim", cfg.general.log_level)
-            log.info("general.mode is %r, not 'sim': the simulated exchange is not needed; exiting", cfg.general.mode)
+            log.info(
+                "general.mode is %r, not 'sim': the simulated exchange is not needed; exiting",
+                cfg.general.mode,
+            )
             return 0
         return asyncio.run(serve(args, cfg))
     except (gconfig.ConfigError, ValueError) as e:  # bad config, data file or argument: the message names it

@@ -17,7 +17,7 @@ from sim.broker.verbs import register_broker_verbs
 from sim.clock import SimClock
 from sim.control import ControlServer, Handler, UsageError
 from sim.driver import Driver
-from sim.market import open_source
+from sim.market import OpenedSource, open_source
 from sim.market.timefmt import iso_utc
 from sim.stream.server import StreamServer
 
@@ -49,6 +49,7 @@ class SimProgram:
         stream_port: int | None = None,
         control: str | None = None,
         paused: bool = False,
+        from_start: bool = False,
     ) -> None:
         sim = cfg.sim
         self.cfg = cfg
@@ -63,6 +64,7 @@ class SimProgram:
             starting_cash=str(sim.starting_cash),
             partial_fills=sim.partial_fills,
         )
+        self.resumed_after = None if from_start else self._resume(opened, state_dir)
         self.stream = StreamServer(
             self.clock.now_ns, cfg.general.symbol, sim.api_key, sim.api_secret, sip_entitled=sim.sip_entitled
         )
@@ -80,6 +82,23 @@ class SimProgram:
         self.control = ControlServer(control or sim.control)
         self._register_verbs()
         self._driver_task: asyncio.Task[None] | None = None
+
+    def _resume(self, opened: OpenedSource, state_dir: Path) -> str | None:
+        """A restarted sim carries on where its broker last saw the market, instead of rewinding it (a rewound
+        replay would show a bot prices it left weeks ago, all at once). Returns the time resumed after."""
+        last = self.broker.engine.last
+        if not opened.driven or last is None or last.ts_ns < opened.start_ns:
+            return None
+        opened.source.resume_after(last.ts_ns)
+        self.clock.set(last.ts_ns)
+        when = iso_utc(last.ts_ns)
+        log.warning(
+            "resuming the market after %s, the last print the broker in %s saw; "
+            "use --from-start (or a fresh --state-dir) to play from sim.start instead",
+            when,
+            state_dir,
+        )
+        return when
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -190,6 +209,7 @@ class SimProgram:
                 "time": iso_utc(self.clock.now_ns()),
                 "ts_ns": self.clock.now_ns(),
                 "mode": "driven by the prints" if self.clock.driven else "free-running",
+                "resumed_after": self.resumed_after,
             },
             "market": self.driver.status(),
             "broker": {"host": broker["host"], "port": broker["port"], "account": broker["account"]},

@@ -30,6 +30,10 @@ class MarketSource(Protocol):
 
     def progress(self) -> dict[str, Any]: ...
 
+    def resume_after(self, ts_ns: int) -> None:
+        """Skip to the first print later than ``ts_ns`` (a restarted sim resuming its market)."""
+        ...
+
 
 @dataclass(frozen=True)
 class OpenedSource:

@@ -16,5 +16,8 @@ class ManualSource:
     def __iter__(self) -> Iterator[Print]:
         return iter(())
 
+    def resume_after(self, ts_ns: int) -> None:
+        """Nothing to skip: the manual source has no prints of its own."""
+
     def progress(self) -> dict[str, Any]:
         return {"prices_from": "gridbot sim price P [SIZE]"}

@@ -8,6 +8,7 @@ or a second) after the previous pass ended; prices repeat unchanged.
 
 from __future__ import annotations
 
+import bisect
 import csv
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
@@ -92,15 +93,31 @@ class PathSource:
         self.period_ns = rows[-1][0] + (last_gap if last_gap > 0 else MIN_LOOP_GAP_NS)
         self.pass_number = 0
         self.row_index = 0
+        self.first_row = 0
         self.last_ts: int | None = None
 
+    def resume_after(self, ts_ns: int) -> None:
+        """Continue with the first print later than ``ts_ns`` (same pass). Call before iterating."""
+        if ts_ns < self.start_ns:
+            return
+        k = (ts_ns - self.start_ns) // self.period_ns
+        if k and not self.loop:
+            self.first_row = len(self.rows)
+            return
+        offsets = [offset for offset, _, _ in self.rows]
+        self.pass_number = k
+        self.first_row = bisect.bisect_right(offsets, ts_ns - self.start_ns - k * self.period_ns)
+
     def __iter__(self) -> Iterator[Print]:
+        first = self.first_row
         while True:
             base = self.start_ns + self.pass_number * self.period_ns
-            for i, (offset, price, size) in enumerate(self.rows):
+            for i in range(first, len(self.rows)):
+                offset, price, size = self.rows[i]
                 self.row_index = i + 1
                 self.last_ts = base + offset
                 yield Print(base + offset, price, size)
+            first = 0
             if not self.loop:
                 return
             self.pass_number += 1

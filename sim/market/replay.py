@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from sim.market.intrabar import BAR_NS, Bar, bar_prints, vertex_indices
-from sim.market.prints import NS_PER_SECOND, Print
+from sim.market.prints import NS_PER_SECOND, Print, to_cent
 from sim.market.timefmt import iso_utc
 
 WEEK_NS = 7 * 86_400 * NS_PER_SECOND
@@ -43,8 +43,8 @@ class ReplaySource:
         self.prints_per_bar = prints_per_bar
         self.loop = loop
         self.label = label
-        self.start_ns = start_ns
         self.first_index = self._seek(start_ns)
+        self.skip_before = start_ns  # prints of the first pass played that are earlier than this are skipped
         span = bars[-1].ts_ns + BAR_NS - bars[0].ts_ns
         self.period_ns = -(-span // WEEK_NS) * WEEK_NS  # whole weeks, rounded up
         self.pass_number = 0
@@ -60,25 +60,49 @@ class ReplaySource:
                 f"sim.start {iso_utc(start_ns)} is after the last bar of {self.label or 'the file'} "
                 f"({iso_utc(self.bars[-1].ts_ns)}); choose a start inside the file or leave it empty"
             )
+        return self._bar_at(start_ns)
+
+    def _bar_at(self, ts_ns: int) -> int:
+        """Index of the bar that contains ``ts_ns`` (pass 0 times), else of the first bar after it."""
         starts = [b.ts_ns for b in self.bars]
-        # The bar that contains start_ns, else the first bar after it.
-        return max(0, bisect.bisect_right(starts, start_ns) - 1) if start_ns >= starts[0] else 0
+        return max(0, bisect.bisect_right(starts, ts_ns) - 1)
+
+    def resume_after(self, ts_ns: int) -> None:
+        """Continue after ``ts_ns`` (a restarted sim picks up its market where the broker last saw it): the same
+        pass, the same price scale, the first print later than ``ts_ns``. Call before iterating."""
+        first_ts = self.bars[0].ts_ns
+        if ts_ns < first_ts or (self.skip_before is not None and ts_ns < self.skip_before):
+            return
+        k = (ts_ns - first_ts) // self.period_ns
+        if k and not self.loop:
+            self.first_index = len(self.bars)  # the file is over: nothing left to play
+            return
+        factor = Decimal(1)
+        for _ in range(k):  # the same chain of scales the passes would have taken
+            factor = to_cent(self.bars[-1].close * factor) / self.bars[0].open
+        self.pass_number, self.factor = k, factor
+        self.first_index = self._bar_at(ts_ns - k * self.period_ns)
+        self.bar_index = self.first_index
+        self.skip_before = ts_ns + 1
 
     def __iter__(self) -> Iterator[Print]:
+        first_pass = True
         while True:
             shift = self.pass_number * self.period_ns
-            first = self.first_index if self.pass_number == 0 else 0
+            first = self.first_index if first_pass else 0
+            skip_before = self.skip_before if first_pass else None
             for i in range(first, len(self.bars)):
                 self.bar_index = i
                 bar = self.bars[i].scaled(self.factor, shift)
                 self.current_bar = bar
                 for p in bar_prints(bar, self.prints_per_bar):
-                    if self.start_ns is not None and self.pass_number == 0 and p.ts_ns < self.start_ns:
+                    if skip_before is not None and p.ts_ns < skip_before:
                         continue
                     yield p
+            first_pass = False
             if not self.loop:
                 return
-            last_close = self.current_bar.close if self.current_bar else self.bars[-1].close
+            last_close = self.current_bar.close if self.current_bar else to_cent(self.bars[-1].close * self.factor)
             self.factor = last_close / self.bars[0].open
             self.pass_number += 1
 

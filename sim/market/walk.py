@@ -42,12 +42,22 @@ class WalkSource:
         self.interval_ns = int(interval_s * NS_PER_SECOND)
         self.step_sigma = annual_volatility * math.sqrt(interval_s / TRADING_SECONDS_PER_YEAR)
         self.seed = seed
+        self.first_step = 0
+
+    def resume_after(self, ts_ns: int) -> None:
+        """Continue with the first step later than ``ts_ns`` (same seed, same walk). Call before iterating."""
+        if ts_ns >= self.start_ns:
+            self.first_step = (ts_ns - self.start_ns) // self.interval_ns + 1
 
     def __iter__(self) -> Iterator[Print]:
         rng = random.Random(self.seed)
         level = float(self.first_price)
         sigma = self.step_sigma
         i = 0
+        while i < self.first_step:  # resuming: draw what the skipped steps drew, so the walk stays the same
+            rng.randint(1, MAX_SIZE)
+            level *= math.exp(sigma * rng.gauss(0.0, 1.0) - sigma * sigma / 2)
+            i += 1
         while True:
             price = max(CENT, to_cent(Decimal(repr(level))))
             p = Print(self.start_ns + i * self.interval_ns, price, rng.randint(1, MAX_SIZE))

@@ -80,3 +80,13 @@ def test_a_start_without_an_offset_is_refused_naming_the_key(tmp_path: Path) -> 
     cfg = load(overrides={"sim": {"source": "path", "file": str(p), "start": "2025-06-02T10:00:00"}}).sim
     with pytest.raises(ValueError, match=r"sim\.start needs a UTC offset"):
         open_source(cfg)
+
+
+def test_resuming_a_path_continues_after_the_given_time(tmp_path: Path) -> None:
+    rows = load_path(write(tmp_path, "0,10\n2,11\n2,11.5\n3,12\n"))
+    full = list(itertools.islice(PathSource(rows, 0, loop=True), 12))
+    for cut in (0, 1, 3, 4, 9):
+        resumed = PathSource(rows, 0, loop=True)
+        resumed.resume_after(full[cut].ts_ns)
+        expected = [p for p in full if p.ts_ns > full[cut].ts_ns]
+        assert list(itertools.islice(resumed, len(expected))) == expected

@@ -172,3 +172,17 @@ def test_a_corrupt_gzip_is_refused_naming_the_file(tmp_path: Path) -> None:
     p.write_bytes(b"not gzip at all")
     with pytest.raises(BarFileError, match="cannot be read"):
         load_bars(p)
+
+
+def test_resuming_after_a_time_continues_with_the_next_print_of_the_same_pass_and_scale() -> None:
+    full = list(itertools.islice(ReplaySource(three_bars(), 4, loop=True), 40))
+    for cut in (0, 5, 11, 12, 17, 30):
+        resumed = ReplaySource(three_bars(), 4, loop=True)
+        resumed.resume_after(full[cut].ts_ns)
+        assert list(itertools.islice(resumed, 40 - cut - 1)) == full[cut + 1 :]
+
+
+def test_resuming_after_the_end_of_an_unlooped_replay_plays_nothing() -> None:
+    replay = ReplaySource(three_bars(), 4)
+    replay.resume_after(three_bars()[-1].ts_ns + 59 * 10**9)
+    assert list(replay) == []

@@ -64,3 +64,10 @@ def test_bad_walk_settings_are_refused_naming_the_key(override: dict[str, object
 def test_the_manual_source_prints_nothing_and_runs_the_clock_free() -> None:
     opened = open_source(load(overrides={"sim": {"source": "manual"}}).sim)
     assert list(opened.source) == [] and not opened.driven
+
+
+def test_resuming_a_walk_gives_the_same_walk_from_the_next_step() -> None:
+    full = list(itertools.islice(walk(), 300))
+    resumed = walk()
+    resumed.resume_after(full[123].ts_ns + 1)
+    assert list(itertools.islice(resumed, 176)) == full[124:]

@@ -230,3 +230,47 @@ def test_a_missing_data_file_exits_2_naming_the_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no/such/bars.csv.gz" in done.stderr and "sim.file" in done.stderr
+
+
+def test_a_restarted_sim_resumes_its_market_after_the_brokers_last_print(
+    tmp_path: Path, sims: list[Sim]
+) -> None:
+    (tmp_path / "path.csv").write_text("seconds,price\n" + PATH)
+    toml = f"""
+[sim]
+source = "path"
+file = "{tmp_path / "path.csv"}"
+start = "2025-06-02T10:00:00-04:00"
+speed = 20.0
+loop = false
+"""
+    first = start_sim(tmp_path, toml)
+    sims.append(first)
+    deadline = time.monotonic() + 10
+    while first.call("status")["market"]["prints"] < 5:
+        assert time.monotonic() < deadline, "the first run never got going"
+        time.sleep(0.02)
+    first.call("pause")
+    last = first.call("status")["market"]["last_print"]
+    assert first.terminate() == 0  # the broker saves its state, with the last print it saw
+
+    second = start_sim(tmp_path, toml, "--paused")
+    sims.append(second)
+    status = second.call("status")
+    assert status["clock"]["resumed_after"] == last["time"]
+    with AlpacaClient(second.addresses["stream"], SIM_KEY, SIM_SECRET) as client:
+        deadline = time.monotonic() + 5
+        while not subscribed(second):
+            assert time.monotonic() < deadline, "the alpaca-py client never subscribed"
+            time.sleep(0.02)
+        second.call("resume")
+        (resumed,) = take_sync(client.trades, 1)
+    seconds_in = int(last["time"][17:19])  # the path prints once a second from 14:00:00
+    assert resumed.timestamp == datetime(2025, 6, 2, 14, 0, seconds_in + 1, tzinfo=UTC)
+    assert second.terminate() == 0
+
+    third = start_sim(tmp_path, toml, "--paused", "--from-start")
+    sims.append(third)
+    assert third.call("status")["clock"]["resumed_after"] is None
+    assert third.call("status")["clock"]["time"] == "2025-06-02T14:00:00.000000Z"
+    assert third.terminate() == 0
