@@ -498,17 +498,20 @@ def _same_order(record: OrderRecord, client_id: int, order_id: int, perm_id: int
 
 
 def _new_record(info: OpenOrderInfo, slot: Slot | None, now_ns: int) -> OrderRecord:
-    record = OrderRecord(
+    """A record for an order first met in IB's reports (placed by an earlier run, or by someone else)."""
+    return OrderRecord(
         key=info.key,
         side=info.side,
         quantity=info.quantity,
         limit=info.limit,
         slot=slot,
         status="",
+        # A grid Level-0 BUY is the grid's immediate order (DESIGN section 4): one adopted after a restart still
+        # gets its deadline, counted from the adoption since IB does not say when it was placed.
+        immediate=slot is not None and slot[1] == 0 and slot[2] is Side.BUY,
         created_ns=now_ns,
         sent_ns=now_ns,
     )
-    return record
 
 
 def _update(record: OrderRecord, info: OpenOrderInfo) -> None:

@@ -290,10 +290,12 @@ class Executor:
         contract = self.lib.stock(self.symbol)
         qualified = await asyncio.wait_for(self.ib.qualifyContractsAsync(contract), timeout)
         if not qualified or qualified[0] is None or not getattr(contract, "conId", 0):
-            raise ConnectFailed(
+            text = (
                 f"IB did not qualify {self.symbol} (SMART/USD): no conId, so no PriceCondition can be built "
-                "(error 398); check the symbol in general.symbol"
+                "(error 398); check general.symbol"
             )
+            self._alert("critical", "contract_not_qualified", text)
+            raise ConnectFailed(text)
         self.contract = contract
         self.con_id = int(contract.conId)
         await self._sync("connect")
@@ -604,7 +606,11 @@ class Executor:
                     # Paused while this one waited for its slot: back to the head of the line.
                     self._requeue_front(item)
                     continue
-                self._send(item)
+                try:
+                    self._send(item)
+                except Exception as e:  # one order the library cannot send must not stop the queue
+                    log.exception("sending %s for %r failed", item.kind, item.record.key)
+                    self._drop(item, f"sending to IB failed: {type(e).__name__}: {e}")
                 self.window.record(loop.time())
             finally:
                 self._in_hand = None
@@ -660,14 +666,16 @@ class Executor:
         if self._in_hand is not None:
             items.append(self._in_hand)
         for item in items:
-            item.dropped = True
-            if item.kind == "place":
-                self.table.forget_unsent(item.record)
-                self._settle(
-                    item.record.key, CommandRejected(ts_ns=time.time_ns(), key=item.record.key, reason=reason)
-                )
-            else:
-                self._release_finals(item.record.key)
+            self._drop(item, reason)
+
+    def _drop(self, item: _Submission, reason: str) -> None:
+        """Give up a submission that did not reach IB, and answer whoever waits for it."""
+        item.dropped = True
+        if item.kind == "place":
+            self.table.forget_unsent(item.record)
+            self._settle(item.record.key, CommandRejected(ts_ns=time.time_ns(), key=item.record.key, reason=reason))
+        else:
+            self._release_finals(item.record.key)
 
     def _update_send_allowed(self) -> None:
         paused = (

@@ -386,3 +386,14 @@ def test_backoff_doubles_from_one_second_to_thirty_and_resets() -> None:
 )
 def test_error_codes_are_classified(code: int, ours: bool, kind: ErrorKind) -> None:
     assert classify_error(code, 7 if ours else -1, ours) is kind
+
+
+def test_adopted_level0_buy_keeps_its_deadline_from_the_adoption() -> None:
+    t = table()
+    t.rebuild(
+        [report("tqgrid1 c2 L0 BUY", 4, "Submitted", perm_id=44), report("tqgrid1 c2 L3 BUY", 5, "PreSubmitted", perm_id=45)],
+        50 * SEC,
+    )
+    assert t.overdue(169 * SEC, 15 * SEC, 120 * SEC) == []
+    [late] = t.overdue(170 * SEC, 15 * SEC, 120 * SEC)
+    assert late.record.key == "tqgrid1 c2 L0 BUY" and late.kind is OverdueKind.IMMEDIATE_NOT_FINAL
