@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+import zmq
 
 from gridbot.config import Config
 from sim.broker import PaperBroker
@@ -24,6 +27,14 @@ from sim.stream.server import StreamServer
 log = logging.getLogger("sim")
 
 LOOPBACK = "127.0.0.1"
+
+
+async def _listening(what: str, key: str, starting: Awaitable[Any]) -> None:
+    """Await a server's start; a port in use becomes one line naming the server and the setting to change."""
+    try:
+        await starting
+    except (OSError, zmq.ZMQError) as e:
+        raise OSError(f"the {what} cannot listen ({e}); is another sim running? change {key}") from None
 
 
 class _AllBut:
@@ -104,9 +115,13 @@ class SimProgram:
 
     async def start(self) -> dict[str, Any]:
         """Open the broker, the stream and the control endpoint, then start the market; return the addresses."""
-        await self.broker.start(LOOPBACK, self.broker_port)
-        await self.stream.start(LOOPBACK, self.stream_port)
-        await self.control.start()
+        await _listening(
+            "paper broker", "sim.broker_port / --broker-port", self.broker.start(LOOPBACK, self.broker_port)
+        )
+        await _listening(
+            "market stream", "sim.stream_port / --stream-port", self.stream.start(LOOPBACK, self.stream_port)
+        )
+        await _listening("control endpoint", "sim.control / --control", self.control.start())
         self._driver_task = asyncio.create_task(self._run_driver(), name="sim-driver")
         return self.addresses()
 
@@ -120,7 +135,7 @@ class SimProgram:
         """Stop the market, then the control endpoint, the stream and the broker (its state is saved)."""
         self.driver.stop()
         if self._driver_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._driver_task, 2.0)
         await self.control.stop()
         await self.stream.stop()

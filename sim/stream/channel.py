@@ -93,8 +93,7 @@ class Channel:
         out: list[tuple[Print, int]] = []
         while self.pending and self.pending[0][0].ts_ns <= due:
             out.append(self.pending.popleft())
-        if out or not self.delay_ns:
-            self._send(out, due, silent)
+        self._send(out, due, silent)  # also completes a delayed minute bar when the clock has moved on
 
     def _send(self, prints: Iterable[tuple[Print, int]], now_ns: int, silent: bool) -> None:
         want_quotes = want_bars = False
