@@ -1,0 +1,63 @@
+"""Scripted market sessions for the system tests (the sim's ``path`` source) and how to wait for them to settle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.system import checks
+from tests.system.harness import System
+
+# A Monday in regular hours: every order type trades and conditions are watched.
+START = "2025-06-02T10:00:00-04:00"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A price path: ``lead_in`` seconds flat at the first price (one print a second), then each step ``step``
+    seconds apart, then ``tail`` seconds flat at the last price."""
+
+    name: str
+    prices: tuple[str, ...]
+    step: float = 10.0
+    lead_in: int = 30
+    tail: int = 30
+    speed: float = 20.0
+
+    def rows(self) -> list[tuple[float, str]]:
+        rows = [(float(t), self.prices[0]) for t in range(self.lead_in)]
+        t = float(self.lead_in)
+        for price in self.prices[1:]:
+            rows.append((t, price))
+            t += self.step
+        rows += [(t + i, self.prices[-1]) for i in range(self.tail)]
+        return rows
+
+    def sim_keys(self, path: Path) -> dict[str, Any]:
+        return {"source": "path", "file": str(path), "start": START, "speed": self.speed, "loop": False}
+
+
+def write_path(directory: Path, session: Session) -> Path:
+    path = directory / f"{session.name}.csv"
+    path.write_text("seconds,price\n" + "".join(f"{t:g},{p}\n" for t, p in session.rows()))
+    return path
+
+
+# Down through levels 1-3 (triggers 99.00, 98.01, 97.03 from an anchor of 100.00), up through every lot's target
+# (98.00, 98.99, 99.99, 101.00): cycle 1 ends, and cycle 2's Level 0 is bought at 101.20.
+CYCLE_SESSION = Session(
+    "cycle",
+    ("100.00", "99.50", "99.00", "98.50", "98.01", "97.50", "97.03", "96.80", "96.80", "97.50", "98.00", "98.50",
+     "98.99", "99.50", "99.99", "100.50", "101.00", "101.20"),
+)
+
+
+def quiet(system: System, cycle: int) -> dict[str, Any] | None:
+    """The status once the grid is in ``cycle`` and the state agrees with the broker's log; else None."""
+    status = system.status()
+    if status.get("cycle") != cycle or not status.get("lots"):
+        return None
+    if checks.disagreements(status, system.sim("orders")):
+        return None
+    return status
