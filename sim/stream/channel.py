@@ -104,6 +104,8 @@ class Channel:
                 groups.setdefault(key, []).append(c)
                 want_quotes |= key[1]
                 want_bars |= key[2]
+        if silent:  # a mute socket: the market goes on (bars keep counting), nothing reaches the clients
+            groups, want_bars = {}, False
         items: list[tuple[int, bytes]] = []
         for p, trade_id in prints:
             done = self.bars.add(p)
@@ -118,7 +120,7 @@ class Channel:
         done = self.bars.flush(now_ns)
         if done is not None and want_bars:
             items.append((BAR, pack_bar(self.symbol, done)))
-        if not items or silent:
+        if not items:
             return
         for key, clients in groups.items():
             selected = [b for kind, b in items if key[kind]]
