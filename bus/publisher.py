@@ -28,7 +28,7 @@ class Publisher:
     (``dropped``); its sequence number is spent anyway, so subscribers see the loss as a gap.
 
     ``await start()`` begins the heartbeat (a ``Heartbeat`` on ``hb.<sender>`` every ``heartbeat_interval``
-    seconds, the first at once); ``await close()`` stops it and closes the socket. ``publish`` works before
+    seconds, the first at once, with the last seq of every other topic so a subscriber notices a lost last message); ``await close()`` stops it and closes the socket. ``publish`` works before
     ``start``. Use it from the event loop's thread only (ZeroMQ sockets are not thread-safe).
     """
 
@@ -134,6 +134,7 @@ class Publisher:
                     pid=pid,
                     started_ts_ns=self.incarnation,
                     status=self.status,
+                    last_seq={t: n for t, n in self._seq.items() if t != topic},
                 ),
             )
             await asyncio.sleep(self.heartbeat_interval)

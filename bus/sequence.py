@@ -4,6 +4,9 @@ Every published message carries its sender's ``incarnation`` (the sender's start
 that counts the messages the sender published *on that topic*: 1, 2, 3 ... Counting per topic, not per sender, is
 what makes gap detection work with ZeroMQ's prefix subscriptions: a subscriber to ``state.update`` never receives
 the statekeeper's heartbeats or alerts, so a per-sender count would jump on every one of them.
+
+A lost message is revealed by the next one on its topic; a heartbeat carries the sender's last number per topic,
+so the loss of a topic's latest messages is found within a heartbeat too (``check_tail``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ class SequenceTracker:
         if restarted_from is None and gap is None:
             return OK
         return SeqCheck(restarted_from=restarted_from, gap=gap)
+
+    def check_tail(self, sender: str, incarnation: int, topic: str, last_published: int) -> tuple[int, int] | None:
+        """Compare what ``sender`` says it last published on ``topic`` with what we saw (from its heartbeat).
+
+        Return (expected, next) when we missed the latest ``next - expected`` messages: the hole is recorded as
+        seen, so the next message on the topic is not reported again. Nothing is reported for a topic without a
+        baseline or for another incarnation than the one we follow.
+        """
+        if self._incarnations.get(sender) != incarnation:
+            return None
+        key = (sender, topic)
+        last = self._last.get(key)
+        if last is None or last_published <= last:
+            return None
+        self._last[key] = last_published
+        return (last + 1, last_published + 1)
 
     def incarnation(self, sender: str) -> int | None:
         return self._incarnations.get(sender)

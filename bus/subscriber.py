@@ -20,6 +20,7 @@ from bus.sockets import DEFAULT_HWM, async_socket, sync_view
 from proto import topics as topic_names
 from proto.codec import DecodeError, UnknownMessageType, decode
 from proto.envelope import SCHEMA_VERSION, Envelope, Header
+from proto.messages import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class Subscriber:
       for this even when not subscribed, and are then not returned). ``peer_alive(sender)`` is False once the
       sender was silent for ``heartbeat_interval * heartbeat_misses`` seconds; ``peers()`` gives the ages.
     - gaps: a jump in a sender's sequence on a topic within one incarnation calls ``on_gap(sender, expected,
-      got)`` and counts ``gaps`` (and ``lost`` messages). A new incarnation (the sender restarted) is not a gap:
+      got)`` and counts ``gaps`` (and ``lost`` messages). A heartbeat saying the sender published more on a
+      topic than we saw reveals lost latest messages the same way (``got`` is then the next number to come). A new incarnation (the sender restarted) is not a gap:
       it calls ``on_restart(sender, old, new)`` and counts ``restarts``. A repeated sequence number is skipped.
     - bad input: a message with wrong frames, a bad header, a foreign schema version or an undecodable payload is
       logged, counted (``decode_errors``; ``unknown_types`` too for a newer sender's message type) and skipped.
@@ -165,25 +167,15 @@ class Subscriber:
             self.restarts += 1
             log.info("%s restarted (incarnation %d -> %d)", header.sender, check.restarted_from, header.incarnation)
             self._call(self.on_restart, header.sender, check.restarted_from, header.incarnation)
-        if not wanted:
+        is_heartbeat = topic.startswith(topic_names.HEARTBEAT_PREFIX)
+        if not wanted and not is_heartbeat:
             return None
         if check.duplicate:
             self.duplicates += 1
             log.warning("skipped a repeat of %s's message %d on %r", header.sender, header.seq, topic)
             return None
         if check.gap is not None:
-            expected, got = check.gap
-            self.gaps += 1
-            self.lost += got - expected
-            log.warning(
-                "gap from %s on %r: expected message %d, got %d (%d lost)",
-                header.sender,
-                topic,
-                expected,
-                got,
-                got - expected,
-            )
-            self._call(self.on_gap, header.sender, expected, got)
+            self._gap(header.sender, topic, *check.gap)
         try:
             msg = decode(payload)
         except UnknownMessageType as e:
@@ -193,8 +185,26 @@ class Subscriber:
         except DecodeError as e:
             self._bad(f"from {header.sender!r} on {topic!r}: {e}")
             return None
+        if is_heartbeat and isinstance(msg, Heartbeat):
+            self._check_tails(header, msg)
+        if not wanted:
+            return None
         self.received += 1
         return Envelope(topic, header, msg)
+
+    def _check_tails(self, header: Header, beat: Heartbeat) -> None:
+        """Find the topics whose latest messages we lost, from the last numbers the heartbeat carries."""
+        for topic, last_published in beat.last_seq.items():
+            if topic.startswith(self._prefixes):
+                hole = self._sequences.check_tail(header.sender, header.incarnation, topic, last_published)
+                if hole is not None:
+                    self._gap(header.sender, topic, *hole)
+
+    def _gap(self, sender: str, topic: str, expected: int, got: int) -> None:
+        self.gaps += 1
+        self.lost += got - expected
+        log.warning("gap from %s on %r: expected message %d, got %d (%d lost)", sender, topic, expected, got, got - expected)
+        self._call(self.on_gap, sender, expected, got)
 
     def _bad(self, why: str) -> None:
         self.decode_errors += 1

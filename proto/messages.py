@@ -457,6 +457,9 @@ class Heartbeat(Message, frozen=True):
     pid: int
     started_ts_ns: int
     status: str = "ok"
+    # The last envelope seq the sender used on each of its other topics: a subscriber that has seen less of a topic
+    # it follows lost that topic's latest messages (a loss no later message on the topic would reveal).
+    last_seq: dict[str, int] = {}
 
 
 class Alert(Message, frozen=True):

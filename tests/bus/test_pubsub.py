@@ -336,3 +336,135 @@ async def _wait_subscribed(pub: Publisher, stuck: zmq.Socket[bytes]) -> None:
 def test_subscriber_refuses_a_bare_string_of_topics() -> None:
     with pytest.raises(TypeError, match="list of topic prefixes"):
         Subscriber(None, "tcp://127.0.0.1:1", "md.tick.TQQQ")  # type: ignore[arg-type]
+
+
+def test_an_async_gap_callback_finishes_before_the_message_is_returned_and_a_failing_one_is_logged(
+    forwarder: Forwarder, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = msgspec.msgpack.Encoder()
+
+    def frames(seq: int) -> list[bytes]:
+        return [TOPIC.encode(), encoder.encode(Header("feed", seq, SCHEMA_VERSION, time.time_ns(), 7)), encoder.encode(tick(seq))]
+
+    events: list[str] = []
+
+    async def resync(sender: str, expected: int, got: int) -> None:
+        events.append(f"resync {sender} {expected}-{got} started")
+        await asyncio.sleep(0.05)
+        events.append("resync done")
+
+    def broken(sender: str, old: int, new: int) -> None:
+        raise RuntimeError("a bug in the restart callback")
+
+    async def scenario() -> None:
+        with zmq_context() as ctx, raw_socket(zmq.PUB, connect=forwarder.xsub_endpoint) as raw:
+            sub = Subscriber(ctx, forwarder.xpub_endpoint, [TOPIC], on_gap=resync, on_restart=broken)
+            probe = iter(range(1, 1000))
+            await _until_connected(lambda: raw.send_multipart(frames(next(probe))), sub)
+            last = next(probe)
+            for seq in (last, last, last + 4, last + 5):  # a repeat, then a jump of three
+                raw.send_multipart(frames(seq))
+            for _ in range(3):
+                envelope = await sub.recv(timeout=5.0)
+                assert envelope is not None and isinstance(envelope.msg, Tick)
+                events.append(f"got {envelope.msg.seq}")
+            # A new incarnation: the failing callback is logged and the message still arrives.
+            raw.send_multipart([TOPIC.encode(), encoder.encode(Header("feed", 1, SCHEMA_VERSION, 0, 8)), encoder.encode(tick(1))])
+            restarted = await sub.recv(timeout=5.0)
+
+            assert events == [f"got {last}", f"resync feed {last + 1}-{last + 4} started", "resync done", f"got {last + 4}", f"got {last + 5}"]
+            assert sub.duplicates == 1 and sub.gaps == 1 and sub.lost == 3
+            assert restarted is not None and restarted.header.incarnation == 8 and sub.restarts == 1
+            await sub.close()
+
+    with caplog.at_level(logging.WARNING, logger="bus.subscriber"):
+        run_async(scenario())
+    assert "a bug in the restart callback" in caplog.text
+    assert "skipped a repeat of feed's message" in caplog.text
+
+
+def test_a_stalled_subscriber_loses_its_own_messages_without_slowing_the_publisher_or_the_others() -> None:
+    # Smaller queues on the bus than the default, so that the stalled subscriber's share overflows quickly.
+    forwarder = Forwarder("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", hwm=1000)
+    forwarder.start()
+    big = "x" * 2000
+    count = 20_000
+
+    async def scenario() -> None:
+        with zmq_context() as ctx:
+            stalled = Subscriber(ctx, forwarder.xpub_endpoint, ["alert"], hwm=100)
+            reader = Subscriber(ctx, forwarder.xpub_endpoint, ["alert"])
+            pub = Publisher(ctx, forwarder.xsub_endpoint, "executor", heartbeat_interval=0.05)
+            probe = Alert(severity="info", source="test", code="probe", text="")
+            await _until_connected(lambda: pub.publish("alert", probe), reader)
+            # The stalled subscriber is connected too once it holds a probe (which it does not read yet).
+            await eventually(lambda: stalled._socket.poll(0) != 0, 5, "a probe at the stalled subscriber", lambda: asyncio.sleep(0.01))
+            while await reader.recv(timeout=0.05) is not None:
+                pass  # the other probes
+            await pub.start()
+            started = time.monotonic()
+
+            for batch in range(count // 100):
+                for i in range(100):
+                    assert pub.publish("alert", Alert(severity="info", source="test", code=str(batch * 100 + i), text=big))
+                for _ in range(100):
+                    assert await reader.recv(timeout=5.0) is not None, (batch, reader.counters(), pub.dropped)
+
+            elapsed = time.monotonic() - started
+            assert pub.dropped == 0
+            assert reader.gaps == 0 and reader.received >= count
+            assert elapsed < 20
+            # Now the stalled one reads: it gets what its queues held, with holes; a message after a hole, or at
+            # the end the next heartbeat (no later alert would), reports every one it lost.
+            codes: list[int] = []
+
+            async def read_stalled() -> None:
+                envelope = await stalled.recv(timeout=0.05)
+                if envelope is not None and isinstance(envelope.msg, Alert) and envelope.msg.code.isdigit():
+                    codes.append(int(envelope.msg.code))
+
+            await eventually(lambda: len(codes) + stalled.lost >= count, 10, "every alert received or reported lost", read_stalled)
+            assert codes == sorted(set(codes)) and codes[0] == 0
+            assert stalled.gaps >= 1 and stalled.lost > count // 2
+            for closeable in (pub, stalled, reader):
+                await closeable.close()
+
+    try:
+        run_async(scenario(), timeout=40)
+    finally:
+        forwarder.stop()
+
+
+def test_a_heartbeat_reveals_that_the_latest_messages_of_a_topic_were_lost(forwarder: Forwarder) -> None:
+    encoder = msgspec.msgpack.Encoder()
+
+    def frames(topic: str, seq: int, msg: Any) -> list[bytes]:
+        return [topic.encode(), encoder.encode(Header("statekeeper", seq, SCHEMA_VERSION, time.time_ns(), 5)), encoder.encode(msg)]
+
+    def alert(n: int) -> Alert:
+        return Alert(severity="info", source="statekeeper", code=str(n), text="")
+
+    gaps: list[tuple[str, int, int]] = []
+
+    async def scenario() -> None:
+        with zmq_context() as ctx, raw_socket(zmq.PUB, connect=forwarder.xsub_endpoint) as raw:
+            # Subscribed to alerts only: heartbeats are read for liveness and for this check, not returned.
+            sub = Subscriber(ctx, forwarder.xpub_endpoint, ["alert"], on_gap=lambda *a: gaps.append(a))
+            sent = iter(range(1, 1000))
+            await _until_connected(lambda: raw.send_multipart(frames("alert", next(sent), alert(0))), sub)
+            last = next(sent)
+            raw.send_multipart(frames("alert", last, alert(1)))
+            assert await sub.recv(timeout=5.0) is not None
+            # The sender published up to last + 3 on "alert", but those three never came.
+            beat = Heartbeat(service="statekeeper", pid=1, started_ts_ns=5, last_seq={"alert": last + 3, "other": 9})
+            raw.send_multipart(frames("hb.statekeeper", 1, beat))
+            raw.send_multipart(frames("alert", last + 4, alert(2)))
+
+            envelope = await sub.recv(timeout=5.0)
+
+            assert envelope is not None and envelope.header.seq == last + 4
+            assert gaps == [("statekeeper", last + 1, last + 4)]  # from the heartbeat; not again by the alert
+            assert sub.lost == 3
+            await sub.close()
+
+    run_async(scenario())

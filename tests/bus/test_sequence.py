@@ -65,3 +65,22 @@ def test_untracked_topics_report_restarts_but_no_gaps() -> None:
 
     assert tracker.observe("feed", 1, "hb.feed", 9, track=False) == SeqCheck()
     assert tracker.observe("feed", 2, "hb.feed", 1, track=False) == SeqCheck(restarted_from=1)
+
+
+def test_a_heartbeat_reveals_lost_latest_messages_once() -> None:
+    tracker = SequenceTracker()
+    tracker.observe("statekeeper", 5, "state.update", 1)
+    tracker.observe("statekeeper", 5, "state.update", 2)
+
+    assert tracker.check_tail("statekeeper", 5, "state.update", 2) is None  # nothing missed
+    assert tracker.check_tail("statekeeper", 5, "state.update", 4) == (3, 5)  # 3 and 4 lost
+    assert tracker.check_tail("statekeeper", 5, "state.update", 4) is None  # reported once
+    assert tracker.observe("statekeeper", 5, "state.update", 5) == SeqCheck()  # and not again by the next one
+
+
+def test_a_heartbeat_says_nothing_without_a_baseline_or_for_another_incarnation() -> None:
+    tracker = SequenceTracker()
+    tracker.observe("statekeeper", 5, "state.update", 1)
+
+    assert tracker.check_tail("statekeeper", 5, "alert", 9) is None
+    assert tracker.check_tail("statekeeper", 6, "state.update", 9) is None
