@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from tests.system.harness import System
 
 # A Monday in regular hours: every order type trades and conditions are watched.
 START = "2025-06-02T10:00:00-04:00"
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,26 @@ CYCLE_SESSION = Session(
 )
 
 
-def quiet(system: System, cycle: int) -> dict[str, Any] | None:
-    """The status once the grid is in ``cycle`` and the state agrees with the broker's log; else None."""
+def zigzag(name: str, start: str, swings: int, down_steps: int = 8, up_steps: int = 10, move: str = "0.005",
+           step: float = 8.0) -> Session:
+    """Swings of ``down_steps`` falls then ``up_steps`` rises of ``move`` each: every swing buys a few levels and
+    sells them again, and rises far enough to end the cycle."""
+    price = Decimal(start)
+    prices = [price]
+    factor_down, factor_up = 1 - Decimal(move), 1 + Decimal(move)
+    for _ in range(swings):
+        for factor in [factor_down] * down_steps + [factor_up] * up_steps:
+            price = (price * factor).quantize(CENT, ROUND_HALF_UP)
+            prices.append(price)
+    return Session(name, tuple(str(p) for p in prices), step=step)
+
+
+def quiet(system: System, cycle: int | None = None) -> dict[str, Any] | None:
+    """The status once the grid is in ``cycle`` (any, if None) and the state agrees with the broker; else None."""
     status = system.status()
-    if status.get("cycle") != cycle or not status.get("lots"):
+    if not status.get("lots") or (cycle is not None and status.get("cycle") != cycle):
+        return None
+    if not status.get("in_sync") or status.get("halted"):
         return None
     if checks.disagreements(status, system.sim("orders")):
         return None

@@ -1,0 +1,66 @@
+"""Services restarted (`supervisorctl restart`) and killed (SIGKILL) in the middle of a session: afterwards the
+broker's order log shows no duplicate, no fill is lost, and the state agrees with the broker (reconciliation
+consistent)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.system import checks
+from tests.system.harness import System, wait_until
+from tests.system.sessions import quiet, write_path, zigzag
+
+# The bus is a program too: restarting it loses whatever was in flight on pub/sub.
+SERVICES = ("statekeeper", "executor", "strategy", "feed", "bus")
+# Wall seconds of trading between two faults (the system resyncs and trades on in between).
+BETWEEN_FAULTS = 1.5
+
+
+def restart(system: System, name: str) -> None:
+    result = system.ctl("restart", name)
+    assert result.returncode == 0 and "started" in result.stdout, result.stdout + result.stderr
+
+
+def kill(system: System, name: str) -> None:
+    old = system.pids()[name]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: system.states().get(name) == "RUNNING" and system.pids().get(name, old) != old, 30,
+               f"supervisord to restart {name} after SIGKILL", interval=0.2, explain=system.explain)
+
+
+def test_restarts_and_kills_of_every_service_mid_session(tmp_path: Path) -> None:
+    session = zigzag("faults", "100.00", swings=5)
+    system = System(tmp_path, sim=session.sim_keys(write_path(tmp_path, session)))
+    try:
+        system.start()
+        wait_until(lambda: system.sim_or_none("pause") is not None, 20, "the sim's control endpoint")
+        wait_until(system.ready, 60, "the system ready to trade", interval=0.3, explain=system.explain)
+        system.sim("resume")
+        # Trading first: Level 0 is bought before the first fault.
+        wait_until(lambda: system.status().get("lots"), 30, "the first lot", interval=0.3, explain=system.explain)
+
+        faults = [(restart, name) for name in SERVICES] + [(kill, name) for name in SERVICES]
+        for fault, name in faults:
+            fault(system, name)
+            time.sleep(BETWEEN_FAULTS)
+        assert not system.sim("status")["market"]["finished"], "the session ended before the faults did: slow it"
+
+        wait_until(lambda: system.sim("status")["market"]["finished"], 120, "the session to play to its end",
+                   interval=0.5, explain=system.explain)
+        status = wait_until(lambda: quiet(system), 60, "the state to agree with the broker", interval=0.5,
+                            explain=lambda: system.explain() + "\n" + "\n".join(
+                                checks.disagreements(system.status(), system.sim("orders"))))
+
+        orders = system.sim("orders")
+        assert checks.duplicates(orders) == []
+        assert checks.disagreements(status, orders) == []
+        assert status["cycle"] >= 3, "the session should have completed a few cycles"
+        report = system.reconcile()
+        assert report.consistent, report
+        system.stop_all()
+    finally:
+        system.close()
+    assert system.our_processes() == []
