@@ -174,6 +174,8 @@ class CommandClient:
         """Send as soon as a server is connected, waiting for one until ``deadline`` (loop time) at most."""
         loop = asyncio.get_running_loop()
         while True:
+            if self._socket.closed:
+                raise CommandError(f"command client {self.sender} to {self.endpoint} is closed")
             try:
                 self._send_socket.send_multipart(frames, flags=zmq.NOBLOCK)
                 self.sent += 1

@@ -181,6 +181,8 @@ class CommandServer:
         self._send_reply(identity, header, reply)
 
     def _send_reply(self, identity: bytes, request: CommandHeader, reply: Message) -> None:
+        if self._socket.closed:
+            return
         header = CommandHeader(self.name, request.command_id, SCHEMA_VERSION, time.time_ns(), request.attempt)
         try:
             self._send_socket.send_multipart([identity, _encoder.encode(header), encode(reply)], flags=zmq.NOBLOCK)

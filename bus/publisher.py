@@ -72,6 +72,9 @@ class Publisher:
 
     def publish(self, topic: str, msg: Message) -> bool:
         """Queue ``msg`` on ``topic`` without waiting; return False (and count it) if it had to be dropped."""
+        if self._socket.closed:
+            self._count_drop("the publisher is closed")
+            return False
         seq = self._seq.get(topic, 0) + 1
         # Spent even if the send fails: a subscriber must see the hole where this message would have been.
         self._seq[topic] = seq

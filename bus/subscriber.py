@@ -109,6 +109,8 @@ class Subscriber:
 
     async def recv(self, timeout: float | None = None) -> Envelope | None:
         """Return the next message of a subscribed topic, or None after ``timeout`` seconds."""
+        if self._socket.closed:
+            raise RuntimeError(f"the subscriber to {self.endpoint} is closed")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -134,6 +136,8 @@ class Subscriber:
     def _drain(self) -> bool:
         """Move what ZeroMQ has queued into our buffer without waiting; True if anything came."""
         moved = 0
+        if self._socket.closed:  # closed by another task while we waited
+            return False
         try:
             while moved < _DRAIN_BATCH:
                 self._buffer.append(self._drain_socket.recv_multipart(flags=zmq.NOBLOCK))

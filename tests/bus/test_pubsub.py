@@ -468,3 +468,18 @@ def test_a_heartbeat_reveals_that_the_latest_messages_of_a_topic_were_lost(forwa
             await sub.close()
 
     run_async(scenario())
+
+
+def test_a_closed_publisher_counts_drops_and_a_closed_subscriber_says_it_is_closed(forwarder: Forwarder) -> None:
+    async def scenario() -> None:
+        with zmq_context() as ctx:
+            pub = Publisher(ctx, forwarder.xsub_endpoint, "feed")
+            sub = Subscriber(ctx, forwarder.xpub_endpoint, [TOPIC])
+            await pub.close()
+            await sub.close()
+
+            assert pub.publish(TOPIC, tick(1)) is False and pub.dropped == 1
+            with pytest.raises(RuntimeError, match="is closed"):
+                await sub.recv(timeout=0.01)
+
+    run_async(scenario())
