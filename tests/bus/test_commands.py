@@ -121,7 +121,7 @@ def test_concurrent_requests_from_one_client_each_get_their_own_reply() -> None:
             handler = Recorder(delay=lambda msg: (50 - int(getattr(msg, "reason", "0"))) * 0.002)
             server = CommandServer(ctx, ANY_PORT, handler, name="executor")
             await server.start()
-            client = CommandClient(ctx, server.endpoint, "strategy", timeout=2.0, retries=0)
+            client = CommandClient(ctx, server.endpoint, "strategy", timeout=10.0, retries=0)
 
             replies = await asyncio.gather(*(client.request(Halt(reason=str(i))) for i in range(50)))
 
@@ -139,8 +139,8 @@ def test_the_cache_answers_a_repeated_command_id_without_calling_the_handler() -
             handler = Recorder()
             server = CommandServer(ctx, ANY_PORT, handler, name="executor")
             await server.start()
-            strategy = CommandClient(ctx, server.endpoint, "strategy", timeout=1.0, retries=0)
-            operator = CommandClient(ctx, server.endpoint, "operator", timeout=1.0, retries=0)
+            strategy = CommandClient(ctx, server.endpoint, "strategy", timeout=5.0, retries=0)
+            operator = CommandClient(ctx, server.endpoint, "operator", timeout=5.0, retries=0)
 
             first = await strategy.request(Halt(reason="a"), command_id="cmd-1")
             repeat = await strategy.request(Halt(reason="a"), command_id="cmd-1")
@@ -249,7 +249,7 @@ def test_a_handler_exception_becomes_command_rejected_with_its_text(caplog: pyte
         with zmq_context() as ctx:
             server = CommandServer(ctx, ANY_PORT, handler, name="executor")
             await server.start()
-            client = CommandClient(ctx, server.endpoint, "strategy", timeout=1.0, retries=0)
+            client = CommandClient(ctx, server.endpoint, "strategy", timeout=5.0, retries=0)
 
             failed = await client.request(CancelOrder(key="tqgrid1 c1 L2 BUY"))
             wrong = await client.request(Halt(reason="wrong type"))
@@ -346,7 +346,7 @@ def test_the_reply_cache_is_bounded_and_forgets_the_oldest() -> None:
             handler = Recorder()
             server = CommandServer(ctx, ANY_PORT, handler, name="executor", cache_size=2)
             await server.start()
-            client = CommandClient(ctx, server.endpoint, "strategy", timeout=1.0, retries=0)
+            client = CommandClient(ctx, server.endpoint, "strategy", timeout=5.0, retries=0)
 
             for command_id in ("a", "b", "c", "c", "a"):
                 await client.request(Halt(reason=command_id), command_id=command_id)
@@ -365,7 +365,7 @@ def test_an_undecodable_reply_raises_bad_reply() -> None:
             router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
             port = router.bind_to_random_port("tcp://127.0.0.1")
-            client = CommandClient(ctx, f"tcp://127.0.0.1:{port}", "strategy", timeout=2.0, retries=0)
+            client = CommandClient(ctx, f"tcp://127.0.0.1:{port}", "strategy", timeout=5.0, retries=0)
 
             async def bad_server() -> None:
                 identity, header, _ = await _recv(router)
