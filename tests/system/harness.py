@@ -46,7 +46,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1,
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1,
                explain: Callable[[], str] | None = None) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

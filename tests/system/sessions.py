@@ -69,13 +69,29 @@ def zigzag(name: str, start: str, swings: int, down_steps: int = 8, up_steps: in
     return Session(name, tuple(str(p) for p in prices), step=step)
 
 
-def quiet(system: System, cycle: int | None = None) -> dict[str, Any] | None:
-    """The status once the grid is in ``cycle`` (any, if None) and the state agrees with the broker; else None."""
-    status = system.status()
-    if not status.get("lots") or (cycle is not None and status.get("cycle") != cycle):
-        return None
-    if not status.get("in_sync") or status.get("halted"):
-        return None
-    if checks.disagreements(status, system.sim("orders")):
-        return None
-    return status
+class Settled:
+    """A condition for wait_until: the state agrees with the broker's log, and the log did not change since the
+    previous look (so nothing was in flight between reading the state and reading the log)."""
+
+    def __init__(self, system: System, cycle: int | None = None) -> None:
+        self.system = system
+        self.cycle = cycle
+        self._last: tuple[Any, ...] | None = None
+        self.problems: list[str] = []
+
+    def __call__(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        status = self.system.status()
+        orders = self.system.sim("orders")
+        signature = tuple((o["perm_id"], o["status"], o["filled"], len(o["fills"])) for o in orders)
+        previous, self._last = self._last, signature
+        self.problems = checks.disagreements(status, orders) if status.get("lots") is not None else ["no state"]
+        if self.cycle is not None and status.get("cycle") != self.cycle:
+            self.problems.append(f"cycle {status.get('cycle')}, expected {self.cycle}")
+        if not status.get("in_sync") or status.get("halted"):
+            self.problems.append(f"in_sync {status.get('in_sync')}, halted {status.get('halted')}")
+        if self.problems or signature != previous:
+            return None
+        return status, orders
+
+    def explain(self) -> str:
+        return self.system.explain() + "\nlast problems: " + "; ".join(self.problems)

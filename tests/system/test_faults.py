@@ -9,9 +9,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.system import checks
 from tests.system.harness import System, wait_until
-from tests.system.sessions import quiet, write_path, zigzag
+from tests.system.sessions import Settled, write_path, zigzag
 
 # The bus is a program too: restarting it loses whatever was in flight on pub/sub.
 SERVICES = ("statekeeper", "executor", "strategy", "feed", "bus")
@@ -31,6 +33,7 @@ def kill(system: System, name: str) -> None:
                f"supervisord to restart {name} after SIGKILL", interval=0.2, explain=system.explain)
 
 
+@pytest.mark.timeout(300)
 def test_restarts_and_kills_of_every_service_mid_session(tmp_path: Path) -> None:
     session = zigzag("faults", "100.00", swings=5)
     system = System(tmp_path, sim=session.sim_keys(write_path(tmp_path, session)))
@@ -50,11 +53,9 @@ def test_restarts_and_kills_of_every_service_mid_session(tmp_path: Path) -> None
 
         wait_until(lambda: system.sim("status")["market"]["finished"], 120, "the session to play to its end",
                    interval=0.5, explain=system.explain)
-        status = wait_until(lambda: quiet(system), 60, "the state to agree with the broker", interval=0.5,
-                            explain=lambda: system.explain() + "\n" + "\n".join(
-                                checks.disagreements(system.status(), system.sim("orders"))))
-
-        orders = system.sim("orders")
+        settled = Settled(system)
+        status, orders = wait_until(settled, 60, "the state to agree with the broker", interval=0.5,
+                                    explain=settled.explain)
         assert checks.duplicates(orders) == []
         assert checks.disagreements(status, orders) == []
         assert status["cycle"] >= 3, "the session should have completed a few cycles"

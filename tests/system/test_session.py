@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.system import checks
 from tests.system.harness import System, wait_until
-from tests.system.sessions import CYCLE_SESSION, quiet, write_path
+from tests.system.sessions import CYCLE_SESSION, Settled, write_path
 
 
 def test_a_scripted_session_from_a_clean_directory(tmp_path: Path) -> None:
@@ -24,10 +24,9 @@ def test_a_scripted_session_from_a_clean_directory(tmp_path: Path) -> None:
         system.sim("resume")
         wait_until(lambda: system.sim("status")["market"]["finished"], 120, "the session to play to its end",
                    interval=0.3, explain=system.explain)
-        status = wait_until(lambda: quiet(system, cycle=2), 30, "the state to settle in cycle 2", interval=0.3,
-                            explain=system.explain)
-
-        orders = system.sim("orders")
+        settled = Settled(system, cycle=2)
+        status, orders = wait_until(settled, 30, "the state to settle in cycle 2", interval=0.3,
+                                    explain=settled.explain)
         assert checks.duplicates(orders) == []
         assert checks.disagreements(status, orders) == []
         # The whole cycle ran: levels 0-3 bought and sold at their targets, then cycle 2's Level 0.
