@@ -34,7 +34,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class General(_Section):
+class General(_Section, frozen=True):
     symbol: str
     mode: Literal["sim", "paper", "live"]
     run_dir: str
@@ -42,7 +42,7 @@ class General(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-class Bus(_Section):
+class Bus(_Section, frozen=True):
     xsub: str
     xpub: str
     executor: str
@@ -53,7 +53,7 @@ class Bus(_Section):
     command_retries: int
 
 
-class Broker(_Section):
+class Broker(_Section, frozen=True):
     host: str
     port: int
     client_id: int
@@ -67,7 +67,7 @@ class Broker(_Section):
     max_live_buys: int
 
 
-class Feed(_Section):
+class Feed(_Section, frozen=True):
     feed: Literal["iex", "sip", "delayed_sip"]
     url: str
     data_timeout: float
@@ -78,7 +78,7 @@ class Feed(_Section):
     queue_limit: int
 
 
-class Sim(_Section):
+class Sim(_Section, frozen=True):
     broker_port: int
     stream_port: int
     control: str
@@ -101,7 +101,7 @@ class Sim(_Section):
     api_secret: str
 
 
-class Strategy(_Section):
+class Strategy(_Section, frozen=True):
     max_tick_age: float
     max_live_sells: int
     level0_buffer: str
@@ -110,20 +110,20 @@ class Strategy(_Section):
     queued_levels: int
 
 
-class Statekeeper(_Section):
+class Statekeeper(_Section, frozen=True):
     state_file: str
     journal: str
     external_shares: int
     reconcile_retry: float
 
 
-class Alerts(_Section):
+class Alerts(_Section, frozen=True):
     command: list[str]
     command_timeout: float
     repeat_after: float
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     general: General
     bus: Bus
     broker: Broker
