@@ -3,6 +3,10 @@
 alpaca-py's run() cannot run inside a loop and subscribe_* deadlocks inside its own loop (docs/alpaca-protocol.md),
 so the client gets a thread with a fresh loop, subscribes before ``_run_forever()`` and stops with
 ``stop_ws()`` + ``close()``. Everything it receives goes to thread-safe queues the test reads with timeouts.
+
+The stop runs inside the client thread's main coroutine, never as a separate task sent in from the test thread:
+``_run_forever()`` returns on its own as soon as it sees the stop flag (e.g. right after logging a garbage frame),
+and the loop's teardown would then cancel a stop task still waiting for the close handshake.
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ class AlpacaClient:
         if bars:
             self.stream.subscribe_bars(self._on_bar, SYMBOL)
         self.returned = threading.Event()  # _run_forever returned by itself (409) or after stop
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.new_event_loop()
+        self._stop_requested = asyncio.Event()  # set only on self._loop, via call_soon_threadsafe
+        self.failure: BaseException | None = None  # what ended the client thread, if not a clean return
         self._thread = threading.Thread(target=self._run, name="alpaca-client", daemon=True)
 
     async def _on_trade(self, t: Any) -> None:
@@ -76,13 +82,27 @@ class AlpacaClient:
     async def _on_bar(self, b: Any) -> None:
         self.bars.put(b)
 
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self.stream._run_forever()
-
+    async def _main(self) -> None:
+        """Run the stream until it returns by itself or a stop is requested; then stop it and wait for it."""
+        run_forever = asyncio.create_task(self.stream._run_forever(), name="alpaca-run-forever")
+        stop_requested = asyncio.create_task(self._stop_requested.wait(), name="alpaca-stop-requested")
         try:
-            asyncio.run(main())
+            await asyncio.wait({run_forever, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            if not run_forever.done():
+                # stop_ws() raises the flag _run_forever checks; close() ends the recv() it may be blocked in
+                # for up to 5 s. Whichever of the two _run_forever notices first, it returns and we await it.
+                await self.stream.stop_ws()
+                await self.stream.close()
+            await run_forever
+        finally:
+            stop_requested.cancel()
+
+    def _run(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=lambda: self._loop) as runner:
+                runner.run(self._main())
+        except BaseException as e:  # reported by stop(), in the test's thread
+            self.failure = e
         finally:
             self.returned.set()
 
@@ -90,20 +110,17 @@ class AlpacaClient:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        loop = self._loop
-        if loop is not None and not self.returned.is_set():
-
-            async def stop() -> None:
-                await self.stream.stop_ws()
-                await self.stream.close()
-
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the client's loop to stop the stream; wait for its thread to end (a loaded machine is slow)."""
+        if not self.returned.is_set():
             try:
-                asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout)
-            except RuntimeError:  # the loop ended meanwhile
+                self._loop.call_soon_threadsafe(self._stop_requested.set)
+            except RuntimeError:  # the loop closed meanwhile: the thread is ending by itself
                 pass
         self._thread.join(timeout)
-        assert not self._thread.is_alive(), "alpaca-py client did not stop"
+        assert not self._thread.is_alive(), f"alpaca-py client did not stop within {timeout} s"
+        if self.failure is not None:
+            raise AssertionError(f"the alpaca-py client thread failed: {self.failure!r}") from self.failure
 
     # The server under test runs on the test's loop: never block it while the client talks to it.
     async def __aenter__(self) -> AlpacaClient:
