@@ -24,9 +24,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
+from gridbot.alerts import AlertSink
 from gridbot.config import Config, ConfigError, alpaca_keys
 from proto import topics
-from proto.messages import Alert, FeedStatus, Message, Severity
+from proto.messages import FeedStatus, Message, Severity
 from services.feed.convert import MalformedTrade, to_tick, trade_from_raw
 from services.feed.filter import DropReason, PrintFilter
 from services.feed.health import FeedHealth
@@ -109,6 +110,7 @@ class FeedService:
         self._filter, self._health = check_settings(cfg)
         self._cfg = cfg
         self._publisher = publisher
+        self._alerts = AlertSink.from_config(cfg, SENDER, publisher)
         self._symbol = cfg.general.symbol
         self._topic = topics.tick(self._symbol)
         self._queue: asyncio.Queue[tuple[Mapping[str, Any], int, float]] = asyncio.Queue(feed.queue_limit)
@@ -266,10 +268,8 @@ class FeedService:
         self._drops_logged = 0
 
     def _alert(self, severity: Severity, code: str, text: str) -> None:
-        (log.error if severity == "critical" else log.warning)("alert %s: %s", code, text)
-        self._publisher.publish(
-            topics.ALERT, Alert(ts_ns=time.time_ns(), severity=severity, source=SENDER, code=code, text=text)
-        )
+        # The log, the bus, and for a critical one the operator's alert command (gridbot.alerts).
+        self._alerts.alert(severity, code, text)
 
     # ------------------------------------------------------------------------------------------------ stream events
 
