@@ -51,9 +51,15 @@ class Bar:
         )
 
 
-def vertices(bar: Bar) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    """Return the four prices the path visits in order: open, first extreme, second extreme, close."""
-    if bar.close >= bar.open:
+def vertices(bar: Bar, low_first: bool | None = None) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """Return the four prices the path visits in order: open, first extreme, second extreme, close.
+
+    ``low_first`` overrides the rule (the extreme against the bar's direction first); the backtester's seeded model
+    for daily bars uses it.
+    """
+    if low_first is None:
+        low_first = bar.close >= bar.open
+    if low_first:
         return bar.open, bar.low, bar.high, bar.close
     return bar.open, bar.high, bar.low, bar.close
 
@@ -73,21 +79,41 @@ def print_sizes(volume: int, n: int) -> list[int]:
     return [max(1, base + (1 if i < extra else 0)) for i in range(n)]
 
 
-def bar_prints(bar: Bar, n: int) -> list[Print]:
+class BarPath:
+    """One bar's ``n`` prints, each computed on demand (the backtester jumps to the prints that matter).
+
+    ``duration_ns`` is the bar's length (a minute by default; the backtester also plays hourly and daily bars).
+    """
+
+    __slots__ = ("bar", "n", "duration_ns", "verts", "idx")
+
+    def __init__(self, bar: Bar, n: int, duration_ns: int = BAR_NS, low_first: bool | None = None) -> None:
+        self.bar = bar
+        self.n = n
+        self.duration_ns = duration_ns
+        self.idx = vertex_indices(n)
+        self.verts = vertices(bar, low_first)
+
+    def price(self, i: int) -> Decimal:
+        """The price of print ``i`` (0 .. n-1): a vertex, or the straight line between two, to the cent."""
+        idx, verts = self.idx, self.verts
+        if i >= idx[3]:
+            return verts[3]
+        leg = 0 if i < idx[1] else 1 if i < idx[2] else 2
+        start_i, start_p = idx[leg], verts[leg]
+        if i == start_i:
+            return start_p
+        end_p = verts[leg + 1]
+        p = to_cent(start_p + (end_p - start_p) * (i - start_i) / (idx[leg + 1] - start_i))
+        return min(self.bar.high, max(self.bar.low, p))
+
+    def time(self, i: int) -> int:
+        """When print ``i`` happens (UTC ns): spread evenly over the bar."""
+        return self.bar.ts_ns + (i * self.duration_ns) // self.n
+
+
+def bar_prints(bar: Bar, n: int, duration_ns: int = BAR_NS) -> list[Print]:
     """Expand ``bar`` into ``n`` prints along the intrabar path (see the module docstring)."""
-    idx = vertex_indices(n)
-    verts = vertices(bar)
-    prices: list[Decimal] = []
-    for leg in range(3):
-        start_i, end_i = idx[leg], idx[leg + 1]
-        start_p, end_p = verts[leg], verts[leg + 1]
-        span = end_i - start_i
-        for i in range(start_i, end_i):
-            if i == start_i:
-                prices.append(start_p)
-                continue
-            p = to_cent(start_p + (end_p - start_p) * (i - start_i) / span)
-            prices.append(min(bar.high, max(bar.low, p)))
-    prices.append(verts[3])
+    path = BarPath(bar, n, duration_ns)
     sizes = print_sizes(bar.volume, n)
-    return [Print(bar.ts_ns + (i * BAR_NS) // n, prices[i], sizes[i]) for i in range(n)]
+    return [Print(path.time(i), path.price(i), sizes[i]) for i in range(n)]
