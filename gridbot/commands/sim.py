@@ -2,7 +2,8 @@
 
 Verbs are whatever the running sim registered (`gridbot sim help` lists them): the paper broker's price, time,
 drop, outage, connectivity, reject-next, orders, requests, and the market stream's own. Arguments pass through as
-given. `--json` prints the raw result; otherwise orders and requests print as tables.
+given. `--json` prints the raw result; otherwise orders and requests print as tables and status as labelled
+sections (sim/status_text.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from gridbot import config
 from sim.control import ControlError, call
+from sim.status_text import render_status
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -63,6 +65,8 @@ def format_result(verb: str, result: Any) -> str:
             f"{r['time']}  client {r['client_id']:>4}  {r['request']:<26} {','.join(map(str, r['fields']))[:80]}"
             for r in result
         ) or "(no requests)"
+    if verb == "status" and isinstance(result, dict) and "clock" in result:
+        return render_status(result)
     if isinstance(result, dict):
         return "\n".join(f"{key}: {value}" for key, value in result.items())
     if isinstance(result, list):

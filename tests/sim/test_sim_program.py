@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from ib_insync import IB, LimitOrder, Stock
 
+from gridbot import cli
 from gridbot.config import PROJECT_ROOT
 from sim.control import call
 from tests.sim.stream_helpers import AlpacaClient, take_sync
@@ -119,7 +120,7 @@ def sims() -> Iterator[list[Sim]]:
 
 
 def test_the_defaults_replay_the_shipped_session_and_status_tells_all(
-    tmp_path: Path, sims: list[Sim]
+    tmp_path: Path, sims: list[Sim], capsys: pytest.CaptureFixture[str]
 ) -> None:
     sim = start_sim(tmp_path, "", "--paused")
     sims.append(sim)
@@ -143,6 +144,15 @@ def test_the_defaults_replay_the_shipped_session_and_status_tells_all(
         assert client_status["user_agent"].startswith("APCA-PY/") and client_status["subscriptions"][
             "trades"
         ] == ["TQQQ"]
+        # The operator's text form: one labelled line per section, no Python dict text.
+        assert cli.main(["sim", "--control", sim.addresses["control"], "status"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("clock     2025-04-30T14:1") and "{" not in text
+        assert "market    replay: sim/data/TQQQ_1min_sample.csv.gz, pass 1, bar " in text
+        assert f"broker    127.0.0.1:{sim.addresses['broker_port']}, account " in text
+        assert f"stream    {sim.addresses['stream']}\n" in text
+        assert f"control   {sim.addresses['control']}\n" in text
+        assert "clients   stream: 1\n" in text and " on iex, trades TQQQ, " in text and "APCA-PY/" in text
 
         assert sim.call("speed", "1000") == 1000.0
         assert sim.call("stream-garbage") == 1
