@@ -59,6 +59,8 @@ class View:
     observed: Observed = field(default_factory=Observed)
     # Why the state is unknown (the statekeeper did not answer), shown instead of the grid.
     state_error: str = ""
+    # The last line of the frame (how to leave, how to stop the system).
+    footer: str = ""
 
     def broker_is_connected(self) -> bool | None:
         event = self.observed.broker
@@ -96,6 +98,8 @@ def render(view: View, now_ns: int) -> RenderableType:
         parts.append(_orders(view.state))
     parts.append(_health(view, now_ns))
     parts.append(_alerts(view.observed.alerts, now_ns))
+    if view.footer:
+        parts.append(Text(view.footer, style="dim"))
     return Group(*parts)
 
 

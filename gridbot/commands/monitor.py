@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
     parser.add_argument("--no-bell", action="store_true", help="do not ring the terminal bell on critical alerts")
     parser.add_argument("--width", type=int, metavar="N", help="columns for --once (default: the terminal's)")
+    parser.add_argument("--stop-hint", metavar="COMMAND", default="",
+                        help="the command that stops the system, shown under the dashboard (`make run` passes "
+                        "'make stop')")
     parser.set_defaults(func=run)
 
 
@@ -55,13 +58,17 @@ def run(args: argparse.Namespace) -> int:
     probe.quiet_bus_logs()
     console = Console(width=args.width) if args.width else Console()
     monitor = Monitor(cfg, console, bell=not args.no_bell)
+    stop = f"; stop it with: {args.stop_hint}" if args.stop_hint else ""
+    if not args.once:
+        monitor.view.footer = f"Ctrl-C leaves the dashboard (the system keeps running{stop})"
     try:
         if args.once:
             asyncio.run(monitor.once())
         else:
             asyncio.run(monitor.live(args.duration))
     except KeyboardInterrupt:
-        pass
+        console.print()
+        console.print(f"left the dashboard; the system keeps running{stop}")
     return 0
 
 

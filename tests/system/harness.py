@@ -1,5 +1,7 @@
 """The whole system under the real supervisord, in a directory of its own, on free loopback ports.
 
+(``with_makefile=True`` lays the directory out for ``make run`` / ``make stop`` as well.)
+
 ``System(tmp_path, ...)`` lays out a clean project directory: ``deploy/supervisord.conf`` copied verbatim from the
 repository (so ``%(here)s/..`` is the new directory: its own run/, logs and control socket), ``.venv`` linked to
 the repository's, and a config file of its own (``GRIDBOT_CONFIG``) with free ports for every endpoint and
@@ -61,12 +63,16 @@ def wait_until(condition: Callable[[], T | None], timeout: float, what: str, int
 
 
 class System:
-    def __init__(self, tmp_path: Path, config: str = "", sim: dict[str, Any] | None = None) -> None:
+    def __init__(self, tmp_path: Path, config: str = "", sim: dict[str, Any] | None = None,
+                 with_makefile: bool = False) -> None:
         self.root = tmp_path / "gridbot"
         (self.root / "deploy").mkdir(parents=True)
         (self.root / "run" / "logs").mkdir(parents=True)
         shutil.copy(REPO / "deploy" / "supervisord.conf", self.root / "deploy" / "supervisord.conf")
-        (self.root / ".venv").symlink_to(REPO / ".venv")
+        if with_makefile:
+            self._lay_out_for_make()
+        else:
+            (self.root / ".venv").symlink_to(REPO / ".venv")
         self.conf = self.root / "deploy" / "supervisord.conf"
         self.run_dir = self.root / "run"
         ports = free_ports(7)
@@ -109,6 +115,20 @@ url = "ws://127.0.0.1:{self.stream_port}/v2/iex"
         self.env["PYTHONUNBUFFERED"] = "1"
         self.started = False
         self.supervisord: int | None = None
+
+    def _lay_out_for_make(self) -> None:
+        """The Makefile and pyproject.toml too, and a .venv of links to the real one with its own install stamp
+        (newer than pyproject.toml), so `make run` finds everything installed and installs nothing."""
+        venv = self.root / ".venv"
+        venv.mkdir()
+        for part in ("bin", "lib", "include"):
+            (venv / part).symlink_to(REPO / ".venv" / part)
+        shutil.copy(REPO / ".venv" / "pyvenv.cfg", venv / "pyvenv.cfg")
+        for name in ("Makefile", "pyproject.toml"):
+            shutil.copy(REPO / name, self.root / name)
+        long_ago = time.time() - 3600
+        os.utime(self.root / "pyproject.toml", (long_ago, long_ago))
+        (venv / ".installed").touch()
 
     # ------------------------------------------------------------------------------------------------ running
 
