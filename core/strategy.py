@@ -80,16 +80,22 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_live_sells <= 20:
-            raise ValueError(f"strategy.max_live_sells must be 1..20 (IB allows 20 per side), was {self.max_live_sells}")
+            raise ValueError(
+                f"strategy.max_live_sells must be 1..20 (IB allows 20 per side), was {self.max_live_sells}"
+            )
         if not 1 <= self.max_live_buys <= 20:
-            raise ValueError(f"broker.max_live_buys must be 1..20 (IB allows 20 per side), was {self.max_live_buys}")
+            raise ValueError(
+                f"broker.max_live_buys must be 1..20 (IB allows 20 per side), was {self.max_live_buys}"
+            )
         if self.queued_levels < 0 or self.queued_levels >= self.max_live_buys + 1:
             raise ValueError(
                 f"strategy.queued_levels must be 0..broker.max_live_buys ({self.max_live_buys}), "
                 f"was {self.queued_levels}"
             )
         if self.max_tick_age_ns <= 0:
-            raise ValueError(f"strategy.max_tick_age must be positive, was {self.max_tick_age_ns / NS_PER_SECOND} s")
+            raise ValueError(
+                f"strategy.max_tick_age must be positive, was {self.max_tick_age_ns / NS_PER_SECOND} s"
+            )
         if not self.jump_band > 0:
             raise ValueError(f"feed.jump_band must be a positive fraction, was {self.jump_band}")
 
@@ -191,7 +197,9 @@ def desired_orders(state: GridState, market: Market, config: StrategyConfig) -> 
     return _desire(state, market, config)[0]
 
 
-def _desire(state: GridState, market: Market, config: StrategyConfig) -> tuple[dict[str, PlaceOrder], str | None]:
+def _desire(
+    state: GridState, market: Market, config: StrategyConfig
+) -> tuple[dict[str, PlaceOrder], str | None]:
     live = live_orders(state)
     if trading_blocked(state, market) is not None:
         return {key: _as_place(order, config, market.now_ns) for key, order in live.items()}, None
@@ -272,7 +280,9 @@ def _remaining(lot: Lot) -> int:
     return lot.quantity - lot.sold
 
 
-def sell_budget(lots: Iterable[Lot], live: Mapping[str, WorkingOrder], max_live_sells: int) -> tuple[Lot, ...]:
+def sell_budget(
+    lots: Iterable[Lot], live: Mapping[str, WorkingOrder], max_live_sells: int
+) -> tuple[Lot, ...]:
     """The lots whose SELL should be live: pinned SELLs first, then the lowest targets, at most ``max_live_sells``.
 
     Ties between equal targets go to the deeper level, then the older cycle, so the choice never flips between

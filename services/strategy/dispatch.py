@@ -3,11 +3,16 @@
 Every decision re-derives the whole command list from the state, and the state learns of an order only when the
 executor's event has gone through the statekeeper. Between the executor's answer and that state update the same
 command would be derived again, on every tick. Re-sending it is safe (the executor answers a known key with the
-existing order), but pointless, so an answered command is not sent again until a newer state arrived since the
-answer, or until it has settled for a while: ``settle_accepted`` seconds after an acceptance (the state shows the
-order well before that; if it never does, asking again costs one Duplicate reply), ``settle`` seconds after a
-rejection (the reason may pass: a disconnect, a full side). A command that timed out (after the bus client's own
-retries under the same command id) is free to go again at the next decision, under the same intent key.
+existing order), but pointless, so an answered command is remembered:
+
+- accepted (or a duplicate): not sent again until the state shows its effect (a placed key among the working
+  orders, a cancelled key gone from them), which ends the memory, or for ``settle_accepted`` seconds at most
+  (if the state never shows it, asking again costs one Duplicate reply);
+- rejected: not sent again for ``settle`` seconds unless a newer state arrived (the reason may have passed: a
+  disconnect, a full side).
+
+A command that got no answer (after the bus client's own retries under the same command id) is free to go again at
+the next decision, under the same intent key.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from bus.command_client import CommandError
 from core.strategy import Command
-from proto.messages import CommandAccepted, CommandDuplicate, CommandRejected, Message
+from proto.messages import (
+    CancelOrder,
+    CommandAccepted,
+    CommandDuplicate,
+    CommandRejected,
+    Message,
+    PlaceOrder,
+)
 
 log = logging.getLogger("strategy")
 
@@ -38,6 +50,7 @@ class _Answered:
     kind: type
     state_seq: int
     until: float
+    rejected: bool
 
 
 class Dispatcher:
@@ -63,10 +76,14 @@ class Dispatcher:
     def in_flight(self) -> set[str]:
         return set(self._in_flight)
 
-    def submit(self, commands: Iterable[Command], state_seq: int) -> list[Command]:
-        """Start sending each command that is not in flight or settling; return those started."""
+    def submit(self, commands: Iterable[Command], state_seq: int, live: Collection[str] = ()) -> list[Command]:
+        """Start sending each command that is not in flight or settling; return those started.
+
+        ``state_seq`` numbers the state the commands were derived from, ``live`` is its working orders' keys.
+        """
         started: list[Command] = []
         now = self._clock()
+        self._forget_shown(live)
         for cmd in commands:
             if cmd.key in self._in_flight:
                 self.skipped_in_flight += 1
@@ -75,8 +92,8 @@ class Dispatcher:
             if (
                 answered is not None
                 and answered.kind is type(cmd)
-                and answered.state_seq >= state_seq
                 and now < answered.until
+                and (not answered.rejected or answered.state_seq >= state_seq)
             ):
                 self.skipped_settling += 1
                 continue
@@ -84,6 +101,13 @@ class Dispatcher:
             self.sent += 1
             started.append(cmd)
         return started
+
+    def _forget_shown(self, live: Collection[str]) -> None:
+        """Drop the memory of accepted commands whose effect the state now shows."""
+        for key, answered in list(self._answered.items()):
+            shown = (answered.kind is PlaceOrder and key in live) or (answered.kind is CancelOrder and key not in live)
+            if shown and not answered.rejected:
+                del self._answered[key]
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the commands in flight (shutdown: finish what is in hand)."""
@@ -109,8 +133,9 @@ class Dispatcher:
         finally:
             del self._in_flight[cmd.key]
         if reply is not None:
-            settle = self._settle if isinstance(reply, CommandRejected) else self._settle_accepted
-            self._answered[cmd.key] = _Answered(type(cmd), state_seq, self._clock() + settle)
+            rejected = isinstance(reply, CommandRejected)
+            settle = self._settle if rejected else self._settle_accepted
+            self._answered[cmd.key] = _Answered(type(cmd), state_seq, self._clock() + settle, rejected)
             _log_reply(cmd, reply)
         if self._on_reply is not None:
             try:

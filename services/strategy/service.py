@@ -24,7 +24,7 @@ import zmq.asyncio
 from bus.command_client import CommandClient, CommandError
 from bus.publisher import Publisher
 from bus.subscriber import Subscriber
-from core.strategy import Command, Decision, StrategyConfig, decide
+from core.strategy import Command, Decision, StrategyConfig, decide, live_orders
 from gridbot.config import Config
 from proto import topics
 from proto.messages import (
@@ -153,7 +153,8 @@ class StrategyService:
             elif decision.level0_blocked and not state.lots:
                 log.info("no Level 0 yet: %s", decision.level0_blocked)
         if decision.commands:
-            for cmd in self.dispatcher.submit(decision.commands, self.view.state_seq):
+            live = live_orders(state)
+            for cmd in self.dispatcher.submit(decision.commands, self.view.state_seq, live):
                 log.info("%s", _describe(cmd))
         return decision
 

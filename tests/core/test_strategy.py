@@ -33,7 +33,9 @@ CONFIG = StrategyConfig(lot_map=USER_MAP)
 
 def tick(price: str, age_s: float = 0.5, seq: int = 1, symbol: str = "TQQQ") -> Tick:
     received = NOW - int(age_s * NS_PER_SECOND)
-    return Tick(symbol=symbol, price=D(price), size=100, exchange_ts_ns=received, receive_ts_ns=received, seq=seq)
+    return Tick(
+        symbol=symbol, price=D(price), size=100, exchange_ts_ns=received, receive_ts_ns=received, seq=seq
+    )
 
 
 def market(price: str | None = "100.00", age_s: float = 0.5, **kw: object) -> Market:
@@ -43,8 +45,15 @@ def market(price: str | None = "100.00", age_s: float = 0.5, **kw: object) -> Ma
     return Market(**args)  # type: ignore[arg-type]
 
 
-def lot(level: int, price: str, cycle: int = 1, quantity: int | None = None, sold: int = 0,
-        sell: str = "parked", attempt: int | None = None) -> Lot:
+def lot(
+    level: int,
+    price: str,
+    cycle: int = 1,
+    quantity: int | None = None,
+    sold: int = 0,
+    sell: str = "parked",
+    attempt: int | None = None,
+) -> Lot:
     purchase = D(price)
     return Lot(
         cycle=cycle,
@@ -61,11 +70,20 @@ def lot(level: int, price: str, cycle: int = 1, quantity: int | None = None, sol
 
 def working(key: str, quantity: int, limit: str, filled: int = 0, status: str = "Submitted") -> WorkingOrder:
     k = parse(key)
-    return WorkingOrder(key=key, side=k.side.value, level=k.level, quantity=quantity, limit=D(limit),
-                        status=status, filled=filled)
+    return WorkingOrder(
+        key=key,
+        side=k.side.value,
+        level=k.level,
+        quantity=quantity,
+        limit=D(limit),
+        status=status,
+        filled=filled,
+    )
 
 
-def live_buy(level: int, cycle: int = 1, attempt: int | None = None, anchor: str = "100.00", **kw: object) -> WorkingOrder:
+def live_buy(
+    level: int, cycle: int = 1, attempt: int | None = None, anchor: str = "100.00", **kw: object
+) -> WorkingOrder:
     key = IntentKey.buy(cycle, level, attempt).encode()
     return working(key, USER_MAP[level], str(trigger(D(anchor), level)), **kw)  # type: ignore[arg-type]
 
@@ -74,8 +92,9 @@ def live_sell(held: Lot, **kw: object) -> WorkingOrder:
     return working(held.sell_key, held.quantity - held.sold, str(held.sell_target_price), **kw)  # type: ignore[arg-type]
 
 
-def state(lots: Sequence[Lot] = (), orders: Sequence[WorkingOrder] = (), anchor: str | None = None,
-          **kw: object) -> GridState:
+def state(
+    lots: Sequence[Lot] = (), orders: Sequence[WorkingOrder] = (), anchor: str | None = None, **kw: object
+) -> GridState:
     args: dict[str, object] = {
         "symbol": "TQQQ",
         "lots": list(lots),
@@ -107,8 +126,17 @@ def test_a_fresh_tick_with_nothing_held_places_one_level0_buy() -> None:
     decision = decide(state(), market("100.00"), CONFIG)
 
     assert decision.commands == (
-        PlaceOrder(ts_ns=NOW, key="tqgrid1 c1 L0 BUY", symbol="TQQQ", side="BUY", quantity=94, limit=D("100.25"),
-                   tif="DAY", outside_rth=True, immediate=True),
+        PlaceOrder(
+            ts_ns=NOW,
+            key="tqgrid1 c1 L0 BUY",
+            symbol="TQQQ",
+            side="BUY",
+            quantity=94,
+            limit=D("100.25"),
+            tif="DAY",
+            outside_rth=True,
+            immediate=True,
+        ),
     )
 
 
@@ -123,8 +151,9 @@ def test_ten_ticks_at_once_name_one_order() -> None:
     keys = {
         cmd.key
         for n in range(10)
-        for cmd in decide(empty, Market(now_ns=NOW, tick=tick(f"100.0{n}", seq=n + 1), broker_connected=True),
-                          CONFIG).commands
+        for cmd in decide(
+            empty, Market(now_ns=NOW, tick=tick(f"100.0{n}", seq=n + 1), broker_connected=True), CONFIG
+        ).commands
     }
     assert keys == {"tqgrid1 c1 L0 BUY"}
 
@@ -149,13 +178,26 @@ def test_after_an_unfilled_level0_ends_the_next_fresh_tick_tries_again_under_a_n
     ended_at = NOW - 1 * NS_PER_SECOND
     s = state(level0_attempt=1)
 
-    before = decide(s, Market(now_ns=NOW, tick=tick("100.00", age_s=2), broker_connected=True,
-                              level0_not_before_ns=ended_at), CONFIG)
-    after = decide(s, Market(now_ns=NOW, tick=tick("100.10", age_s=0.2), broker_connected=True,
-                             level0_not_before_ns=ended_at), CONFIG)
+    before = decide(
+        s,
+        Market(
+            now_ns=NOW, tick=tick("100.00", age_s=2), broker_connected=True, level0_not_before_ns=ended_at
+        ),
+        CONFIG,
+    )
+    after = decide(
+        s,
+        Market(
+            now_ns=NOW, tick=tick("100.10", age_s=0.2), broker_connected=True, level0_not_before_ns=ended_at
+        ),
+        CONFIG,
+    )
 
     assert before.commands == ()
-    assert before.level0_blocked is not None and "older than the end of the last Level-0" in before.level0_blocked
+    assert (
+        before.level0_blocked is not None
+        and "older than the end of the last Level-0" in before.level0_blocked
+    )
     assert [c.key for c in places(after.commands)] == ["tqgrid1 c1 L0 BUY a2"]
     assert places(after.commands)[0].limit == D("100.35")
 
@@ -248,7 +290,9 @@ def test_a_sell_target_rounds_the_average_fill_half_up() -> None:
 
     decision = decide(s, market(None), CONFIG)
 
-    assert [(c.key, c.limit) for c in places(decision.commands)] == [("tqgrid1 c1 L1 SELL 98.995", D("99.98"))]
+    assert [(c.key, c.limit) for c in places(decision.commands)] == [
+        ("tqgrid1 c1 L1 SELL 98.995", D("99.98"))
+    ]
 
 
 def test_a_gap_down_through_three_triggers_moves_the_queue_three_levels() -> None:
@@ -258,8 +302,12 @@ def test_a_gap_down_through_three_triggers_moves_the_queue_three_levels() -> Non
     decision = decide(s, market(None), CONFIG)
 
     assert [c.key for c in places(decision.commands)] == [
-        "tqgrid1 c1 L4 BUY", "tqgrid1 c1 L5 BUY", "tqgrid1 c1 L6 BUY",
-        "tqgrid1 c1 L3 SELL 97.03", "tqgrid1 c1 L2 SELL 98.01", "tqgrid1 c1 L1 SELL 99.00",
+        "tqgrid1 c1 L4 BUY",
+        "tqgrid1 c1 L5 BUY",
+        "tqgrid1 c1 L6 BUY",
+        "tqgrid1 c1 L3 SELL 97.03",
+        "tqgrid1 c1 L2 SELL 98.01",
+        "tqgrid1 c1 L1 SELL 99.00",
     ]
 
 
@@ -286,8 +334,11 @@ def test_a_buy_that_left_the_queue_is_cancelled() -> None:
 def test_a_level_freed_by_a_sell_is_armed_again_under_its_next_attempt() -> None:
     # Levels 1-3 were bought once each; level 3's lot was sold: level 3 is next_level again, on its second attempt.
     lots = ladder(3)
-    s = state(lots, [live_buy(4), live_buy(5), live_buy(6)] + [live_sell(x) for x in lots],
-              buy_attempts={1: 1, 2: 1, 3: 1})
+    s = state(
+        lots,
+        [live_buy(4), live_buy(5), live_buy(6)] + [live_sell(x) for x in lots],
+        buy_attempts={1: 1, 2: 1, 3: 1},
+    )
 
     decision = decide(s, market(None), CONFIG)
 
@@ -440,8 +491,11 @@ def test_final_orders_listed_in_the_state_are_not_live() -> None:
 
 def test_an_order_already_being_cancelled_gets_no_second_cancel() -> None:
     lots = ladder(3)
-    s = state(lots, [live_buy(3), live_buy(4), live_buy(5), live_buy(6, status="PendingCancel")]
-              + [live_sell(x) for x in lots])
+    s = state(
+        lots,
+        [live_buy(3), live_buy(4), live_buy(5), live_buy(6, status="PendingCancel")]
+        + [live_sell(x) for x in lots],
+    )
 
     assert decide(s, market(None), CONFIG).commands == ()
 

@@ -107,8 +107,8 @@ class System:
                 "statekeeper": f"tcp://127.0.0.1:{ports[3]}",
                 "heartbeat_interval": 0.2,
                 "heartbeat_misses": 10,
-                "command_timeout": 2.0,
-                "command_retries": 2,
+                "command_timeout": 1.0,
+                "command_retries": 3,
             },
             "broker": {"port": ports[5], "reconnect_initial": 0.2, "reconnect_max": 1.0},
             "feed": {"url": f"ws://127.0.0.1:{ports[6]}/v2/iex", "status_interval": 1.0},
@@ -175,8 +175,12 @@ class System:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        for name in reversed(list(self.processes)):
-            self.processes[name].stop()
+        # SIGTERM to all at once, then wait for each: stopping them one by one would add up their shutdowns.
+        for proc in self.processes.values():
+            if proc.proc.poll() is None:
+                proc.proc.terminate()
+        for proc in self.processes.values():
+            proc.stop()
         if self.statekeeper is not None:
             await self.statekeeper.close()
         if self.subscriber is not None:

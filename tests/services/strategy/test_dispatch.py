@@ -65,7 +65,7 @@ def test_ten_submissions_of_one_key_while_in_flight_send_it_once() -> None:
     run(scenario())
 
 
-def test_an_accepted_command_waits_for_a_newer_state_or_the_settle_time() -> None:
+def test_an_accepted_place_waits_until_the_state_shows_it_or_the_settle_time() -> None:
     async def scenario() -> None:
         executor = Executor()
         executor.gate.set()
@@ -74,13 +74,33 @@ def test_an_accepted_command_waits_for_a_newer_state_or_the_settle_time() -> Non
         d.submit([L0], state_seq=1)
         await settle(d)
 
-        assert d.submit([L0], state_seq=1) == []
+        # Newer states that do not show the order yet do not bring the same command back.
+        assert d.submit([L0], state_seq=2) == []
+        assert d.submit([L0], state_seq=3) == []
         clock.now += 5.1
-        assert d.submit([L0], state_seq=1) == [L0]
+        assert d.submit([L0], state_seq=3) == [L0]
         await settle(d)
-        assert d.submit([L0], state_seq=2) == [L0]
+        # Once the state lists the key, the memory ends: if it is wanted again later (after a cancel), it goes.
+        assert d.submit([], state_seq=4, live={L0.key}) == []
+        assert d.submit([L0], state_seq=5) == [L0]
         await settle(d)
         assert len(executor.received) == 3
+
+    run(scenario())
+
+
+def test_an_accepted_cancel_waits_until_the_key_is_gone_from_the_state() -> None:
+    async def scenario() -> None:
+        executor = Executor()
+        executor.gate.set()
+        d = Dispatcher(executor, settle=1.0, settle_accepted=60.0)
+        d.submit([CANCEL_L0], state_seq=1, live={L0.key})
+        await settle(d)
+
+        assert d.submit([CANCEL_L0], state_seq=2, live={L0.key}) == []
+        d.submit([], state_seq=3, live=set())
+        assert d.submit([CANCEL_L0], state_seq=4, live={L0.key}) == [CANCEL_L0]
+        await settle(d)
 
     run(scenario())
 
