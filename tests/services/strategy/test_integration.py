@@ -17,6 +17,7 @@ import pytest
 
 from core.intent import parse
 from core.prices import sell_target, trigger_chain
+from sim.control import call
 from tests.services.strategy.system import System
 
 D = Decimal
@@ -177,5 +178,28 @@ def test_a_gap_down_through_three_triggers_buys_three_lots_at_once(tmp_path: Pat
                 ("tqgrid1 c1 L2 SELL 96.50", "97.47"),
                 ("tqgrid1 c1 L3 SELL 96.50", "97.47"),
             ]
+
+    run(scenario())
+
+
+def test_a_level0_that_ends_unfilled_is_tried_again_on_the_next_tick_under_a_new_key(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with System(tmp_path) as system:
+            await asyncio.to_thread(call, system.control, "reject-next", 201)
+            await system.price("100.00")
+            await system.until(lambda: system.state is not None and system.state.level0_attempt == 1,
+                               "the rejected first attempt in the state")
+            await system.settle("nothing more on the tick before the rejection")
+            assert [o["order_ref"] for o in grid(await system.orders())] == ["tqgrid1 c1 L0 BUY"]
+
+            await system.price("100.10")
+            await system.settle("the second attempt")
+
+            level0 = [o for o in grid(await system.orders()) if o["action"] == "BUY" and
+                      parse(o["order_ref"]).level == 0]
+            assert [(o["order_ref"], o["filled"]) for o in level0] == [
+                ("tqgrid1 c1 L0 BUY", 0), ("tqgrid1 c1 L0 BUY a2", 94)
+            ]
+            assert level0[1]["limit"] == "100.35"
 
     run(scenario())
