@@ -51,6 +51,8 @@ STATEKEEPER = "statekeeper"
 IDLE_DECISION = 0.25
 # Seconds a stopping service waits for the replies to commands already sent.
 DRAIN_ON_STOP = 2.0
+# Seconds between BrokerSnapshotRequests while the broker is not known to be connected.
+BROKER_ASK_INTERVAL = 5.0
 
 
 class StrategyService:
@@ -132,8 +134,9 @@ class StrategyService:
         came_back = alive and not self._executor_was_alive
         self._executor_was_alive = alive
         now = time.monotonic()
-        unknown = self.view.broker_connected is None and now - self._broker_asked_at > self.cfg.bus.command_timeout
-        if (came_back or unknown) and self._broker_task is None:
+        # Not known to be connected: ask now and then, in case the event that said so was lost on the way.
+        doubtful = self.view.broker_connected is not True and now - self._broker_asked_at > BROKER_ASK_INTERVAL
+        if (came_back or doubtful) and alive and self._broker_task is None:
             self._broker_asked_at = now
             self._broker_task = asyncio.create_task(self._ask_broker(), name="broker snapshot")
 
@@ -148,6 +151,8 @@ class StrategyService:
         blocked = (decision.blocked, decision.level0_blocked)
         if blocked != self._last_blocked:
             self._last_blocked = blocked
+            # The heartbeat carries it, so `gridbot status` shows why the grid is not trading.
+            self.publisher.status = f"holding: {decision.blocked}" if decision.blocked else "ok"
             if decision.blocked:
                 log.info("holding: %s", decision.blocked)
             elif decision.level0_blocked and not state.lots:
@@ -203,6 +208,9 @@ class StrategyService:
     def _on_gap(self, sender: str, expected: int, got: int) -> None:
         if sender == STATEKEEPER:
             self._resync_wanted = True
+        elif sender == EXECUTOR:
+            # A broker event may be among the lost ones: ask the executor where the connection stands.
+            self._executor_was_alive = False
 
     def _on_restart(self, sender: str, old: int, new: int) -> None:
         if sender == STATEKEEPER:

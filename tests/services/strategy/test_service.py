@@ -86,6 +86,7 @@ def test_a_halt_notice_stops_new_orders_at_once() -> None:
 
             assert h.executor.places() == []
             assert h.service.last_decision is not None and h.service.last_decision.blocked == "halted: operator"
+            assert h.service.publisher.status == "holding: halted: operator"  # what its heartbeat says
 
     run(scenario())
 
