@@ -149,6 +149,12 @@ class System:
         self.processes[name] = proc
         return proc
 
+    async def restart(self, name: str) -> None:
+        """SIGKILL one service and start it again (what supervisord does after a crash)."""
+        self.processes[name].proc.kill()
+        self.processes[name].proc.wait(5)
+        self.start_process(name, "-m", f"services.{name}")
+
     async def __aenter__(self) -> System:
         try:
             self.start_process("bus", "-m", "bus").wait_for("forwarding publishers")

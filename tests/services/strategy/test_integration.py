@@ -203,3 +203,22 @@ def test_a_level0_that_ends_unfilled_is_tried_again_on_the_next_tick_under_a_new
             assert level0[1]["limit"] == "100.35"
 
     run(scenario())
+
+
+def test_a_strategy_killed_and_restarted_places_nothing_twice(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with System(tmp_path) as system:
+            await system.price("100.00")
+            await system.settle("Level 0 and the queue")
+            await system.price("99.00")  # level 1 fills; the strategy is killed while it reacts
+            await system.restart("strategy")
+            await system.price("99.00")
+            await system.settle("the restarted strategy")
+
+            refs = [o["order_ref"] for o in grid(await system.orders())]
+            assert len(refs) == len(set(refs)), refs
+            live = sorted(o["order_ref"] for o in await system.live_orders())
+            assert live == ["tqgrid1 c1 L0 SELL 100.00", "tqgrid1 c1 L1 SELL 99.00", "tqgrid1 c1 L2 BUY",
+                            "tqgrid1 c1 L3 BUY", "tqgrid1 c1 L4 BUY"]
+
+    run(scenario())
