@@ -108,7 +108,6 @@ class StatekeeperService:
             heartbeat_misses=bus.heartbeat_misses,
         )
         self.server = CommandServer(ctx, bus.statekeeper, self._handle, name=SENDER)
-        self.executor = CommandClient(ctx, bus.executor, SENDER, timeout=bus.command_timeout, retries=0)
         self.alerts = AlertSink.from_config(cfg, SENDER, self.publisher)
         # The state as loaded is not in sync until reconciled.
         self.store.state = msgspec.structs.replace(self.store.state, in_sync=False)
@@ -133,8 +132,13 @@ class StatekeeperService:
             self.store.state_path,
             self.store.seq,
         )
+        this = asyncio.current_task()
         try:
             while True:
+                if this is not None and this.cancelling():
+                    # A cancellation (SIGTERM) that a library swallowed (asyncio.wait_for before Python 3.12 can,
+                    # when its future completes at the same moment): stop anyway, between two messages.
+                    raise asyncio.CancelledError
                 if self._reconcile_due and time.monotonic() >= self._next_reconcile_at:
                     await self._reconcile(apply=False, cause="start" if not self.state.in_sync else "gap")
                 envelope = await self.subscriber.recv(timeout=_TICK)
@@ -147,7 +151,6 @@ class StatekeeperService:
 
     async def _close(self) -> None:
         await self.server.close()
-        await self.executor.close()
         await self.subscriber.close()
         await self.publisher.close()
         self.store.close()
@@ -307,11 +310,17 @@ class StatekeeperService:
         return state
 
     async def _broker_snapshot(self) -> BrokerSnapshot | None:
+        # A socket per request: requests are rare (start, gaps, the operator), and a fresh DEALER cannot inherit a
+        # stuck state from an executor that was away (its queue of unanswered requests, a missed wake-up).
+        bus = self.cfg.bus
+        client = CommandClient(self.ctx, bus.executor, SENDER, timeout=bus.command_timeout, retries=0)
         try:
-            reply = await self.executor.request(BrokerSnapshotRequest(ts_ns=time.time_ns()))
+            reply = await client.request(BrokerSnapshotRequest(ts_ns=time.time_ns()))
         except (CommandTimeout, CommandError) as e:
             log.info("no broker snapshot yet: %s", e)
             return None
+        finally:
+            await client.close()
         if isinstance(reply, BrokerSnapshot):
             return reply
         log.warning("the executor answered a BrokerSnapshotRequest with %s", type(reply).__name__)
