@@ -157,8 +157,13 @@ url = "ws://127.0.0.1:{self.stream_port}/v2/iex"
         return states
 
     def pids(self) -> dict[str, int]:
-        out = self.ctl("pid", "all").stdout.split()
-        return {name: int(pid) for name, pid in zip(PROGRAMS, out, strict=False) if pid.isdigit() and pid != "0"}
+        """Program name -> pid, for the programs running (from `supervisorctl status`: `... RUNNING pid 123, ...`)."""
+        pids = {}
+        for line in self.ctl("status").stdout.splitlines():
+            parts = line.replace(",", " ").split()
+            if len(parts) >= 4 and parts[0].startswith("gridbot:") and parts[1] == "RUNNING" and parts[2] == "pid":
+                pids[parts[0].removeprefix("gridbot:")] = int(parts[3])
+        return pids
 
     def gridbot(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(BIN / "gridbot"), *args], cwd=self.root, env=self.env, capture_output=True,

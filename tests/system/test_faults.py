@@ -28,6 +28,8 @@ def restart(system: System, name: str) -> None:
 
 def kill(system: System, name: str) -> None:
     old = system.pids()[name]
+    module = "bus" if name == "bus" else f"services.{name}"
+    assert f"-m {module}" in Path(f"/proc/{old}/cmdline").read_text().replace("\0", " "), f"pid {old} is not {name}"
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: system.states().get(name) == "RUNNING" and system.pids().get(name, old) != old, 30,
                f"supervisord to restart {name} after SIGKILL", interval=0.2, explain=system.explain)
