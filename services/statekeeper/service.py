@@ -96,6 +96,7 @@ class StatekeeperService:
         self.last_report: ReconcileReport | None = None
         self._reconcile_due = True
         self._next_reconcile_at = 0.0
+        self._started = time.monotonic()
         self._commands: asyncio.Queue[_Queued] = asyncio.Queue()
         bus = cfg.bus
         self.publisher = Publisher(ctx, bus.xsub, SENDER, bus.heartbeat_interval)
@@ -122,6 +123,7 @@ class StatekeeperService:
         """Serve until cancelled (SIGTERM through bus.service); the message in hand is finished first."""
         await self.publisher.start()
         await self.server.start()
+        self._started = time.monotonic()
         self._set_status()
         log.info(
             "statekeeper for %s: cycle %d, %d lots, %d working orders; state %s, journal record %d",
@@ -139,7 +141,7 @@ class StatekeeperService:
                     # A cancellation (SIGTERM) that a library swallowed (asyncio.wait_for before Python 3.12 can,
                     # when its future completes at the same moment): stop anyway, between two messages.
                     raise asyncio.CancelledError
-                if self._reconcile_due and time.monotonic() >= self._next_reconcile_at:
+                if self._reconcile_due and time.monotonic() >= self._next_reconcile_at and self._listening():
                     await self._reconcile(apply=False, cause="start" if not self.state.in_sync else "gap")
                 envelope = await self.subscriber.recv(timeout=_TICK)
                 if envelope is not None:
@@ -148,6 +150,16 @@ class StatekeeperService:
                     await self._run_command(self._commands.get_nowait())
         finally:
             await self._close()
+
+    def _listening(self) -> bool:
+        """True once events published from now on reach us (so a snapshot taken now misses nothing).
+
+        Hearing the executor's heartbeat proves our subscription has reached it; an executor that sends none is
+        waited for only as long as a peer may stay silent, then reconciled with anyway.
+        """
+        if self.state.in_sync or self.subscriber.peer_alive(EXECUTOR):
+            return True
+        return time.monotonic() - self._started > self.subscriber.down_after
 
     async def _close(self) -> None:
         await self.server.close()
