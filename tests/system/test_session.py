@@ -37,6 +37,17 @@ def test_a_scripted_session_from_a_clean_directory(tmp_path: Path) -> None:
         assert [lot["level"] for lot in status["lots"]] == [0] and status["lots"][0]["cycle"] == 2
         report = system.reconcile()
         assert report.consistent, report
+
+        # The operator's commands on the real system: halt, see it, resume; one frame of the dashboard.
+        halted = system.gridbot("halt", "system", "test")
+        assert halted.returncode == 0, halted.stdout + halted.stderr
+        assert system.status()["halt_reason"] == "system test"
+        frame = system.gridbot("monitor", "--once", "--width", "120")
+        assert frame.returncode == 0 and "HALTED: system test" in frame.stdout, frame.stdout + frame.stderr
+        assert "lots 1 (1 SELLs live, 0 parked)" in frame.stdout
+        resumed = system.gridbot("resume")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert system.status()["halted"] is False
         system.stop_all()
         print(f"session test took {time.monotonic() - started:.1f} s")
     finally:
