@@ -178,6 +178,17 @@ def resume(state: GridState) -> GridState:
     return msgspec.structs.replace(state, halted=False, halt_reason="")
 
 
+def reset(state: GridState) -> GridState:
+    """The state after the operator's reset: no lots, no working orders, no anchor, the next cycle.
+
+    The halt flag, the realized P&L and the windows of applied executions and ended orders stay: a fill of the old
+    orders replayed later is still recognised, and the new cycle's keys never repeat the old ones.
+    """
+    return msgspec.structs.replace(
+        state, cycle=state.cycle + 1, anchor_price=None, lots=[], orders=[], level0_attempt=0, buy_attempts={}
+    )
+
+
 def average(value: Decimal, shares: int) -> Decimal:
     """``value / shares`` rounded half-up to 4 decimals (0 when no shares)."""
     if shares <= 0:

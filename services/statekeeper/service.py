@@ -48,6 +48,7 @@ from proto.messages import (
     ReconcileFinding,
     ReconcileReport,
     ReconcileRequest,
+    ResetState,
     Resume,
     StateSnapshot,
     StateSnapshotRequest,
@@ -217,7 +218,7 @@ class StatekeeperService:
         match msg:
             case StateSnapshotRequest():
                 return StateSnapshot(ts_ns=time.time_ns(), seq=self.update_seq, state=self.state)
-            case Halt() | Resume() | ReconcileRequest():
+            case Halt() | Resume() | ReconcileRequest() | ResetState():
                 future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
                 await self._commands.put(_Queued(msg, future))
                 return await future
@@ -225,7 +226,7 @@ class StatekeeperService:
                 return CommandRejected(
                     ts_ns=time.time_ns(),
                     reason=f"the statekeeper does not take {type(msg).__name__}; it takes StateSnapshotRequest, "
-                    "Halt, Resume and ReconcileRequest",
+                    "Halt, Resume, ReconcileRequest and ResetState",
                 )
 
     async def _run_command(self, queued: _Queued) -> None:
@@ -239,6 +240,8 @@ class StatekeeperService:
                     )
                 case ReconcileRequest() as request:
                     reply = await self._reconcile(apply=request.apply, cause="request")
+                case ResetState() as reset:
+                    reply = self._reset(reset.reason or "operator reset", reset.source or "operator")
                 case _:
                     reply = CommandRejected(ts_ns=time.time_ns(), reason="unexpected command")
         except Exception as e:  # a command must get an answer, and the service must go on
@@ -267,6 +270,24 @@ class StatekeeperService:
             self._publish_update("resume")
             log.warning("trading resumed (%s): %s", source, reason)
         return CommandAccepted(ts_ns=time.time_ns(), detail="trading is not halted")
+
+    def _reset(self, reason: str, source: str) -> Message:
+        before = self.state
+        self.store.commit("ResetState", ledger.reset(before))
+        self._publish_update("reset")
+        log.warning(
+            "state reset (%s: %s): %d lot(s) and %d working order(s) dropped; cycle %d begins",
+            source,
+            reason,
+            len(before.lots),
+            len(before.orders),
+            self.state.cycle,
+        )
+        return CommandAccepted(
+            ts_ns=time.time_ns(),
+            detail=f"state cleared: {len(before.lots)} lot(s) and {len(before.orders)} order(s) dropped; "
+            f"cycle {self.state.cycle} begins",
+        )
 
     # ------------------------------------------------------------------------------------------ reconciliation
 

@@ -29,6 +29,7 @@ from proto.messages import (
     OpenOrderInfo,
     ReconcileReport,
     ReconcileRequest,
+    ResetState,
     Resume,
     StateSnapshot,
     StateSnapshotRequest,
@@ -328,11 +329,38 @@ def test_a_gap_in_the_executors_events_is_caught_up_from_a_broker_snapshot(tmp_p
     run(scenario())
 
 
+def test_a_reset_clears_lots_and_orders_and_starts_the_next_cycle_keeping_the_halt(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with statekeeper(tmp_path) as env:
+            await env.in_sync()
+            await env.subscribed()
+            env.executor.publish(fill(L0, "BUY", 94, "100.00", 94, order_id=1, exec_id="r1"))
+            env.executor.publish(accepted("tqgrid1 c1 L1 BUY", "BUY", 88, "99.00", order_id=2))
+            await env.update(
+                lambda m: len(m.state.lots) == 1 and len(m.state.orders) == 1, "a lot and an order"
+            )
+            await env.client.request(Halt(reason="operator reset in progress"))
+
+            reply = await env.client.request(ResetState(reason="operator reset"))
+
+            assert isinstance(reply, CommandAccepted) and "1 lot(s) and 1 order(s) dropped" in reply.detail
+            cleared = await env.update(lambda m: m.cause == "reset", "the reset state")
+            state = cleared.state
+            assert (state.lots, state.orders, state.anchor_price, state.cycle) == ([], [], None, 2)
+            assert state.halted and [e.exec_id for e in state.executions] == ["r1"]
+            loaded = statefile.read(tmp_path / "bot_state.json")
+            assert loaded is not None and loaded.state.lots == [] and loaded.state.cycle == 2
+
+    run(scenario())
+
+
 def test_commands_it_does_not_take_are_rejected_with_the_list_of_those_it_does(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with statekeeper(tmp_path) as env:
             reply = await env.client.request(fill(L0, "BUY", 1, "1.00", 1))
 
-            assert "StateSnapshotRequest, Halt, Resume and ReconcileRequest" in getattr(reply, "reason", "")
+            assert "StateSnapshotRequest, Halt, Resume, ReconcileRequest and ResetState" in getattr(
+                reply, "reason", ""
+            )
 
     run(scenario())
