@@ -164,6 +164,8 @@ class System:
             self.statekeeper = CommandClient(self.ctx, self.cfg.bus.statekeeper, "test", timeout=2.0, retries=5)
             for name in SERVICES:
                 self.start_process(name, "-m", f"services.{name}")
+            # The stream sends prints only to subscribed clients: a print before this would never become a tick.
+            self.processes["feed"].wait_for(r"subscribed to trades", 20)
             self._watcher = asyncio.create_task(self._watch())
             snapshot = await self.statekeeper.request(StateSnapshotRequest())
             assert isinstance(snapshot, StateSnapshot)
@@ -233,7 +235,9 @@ class System:
                         receive_ts_ns=self.printed_at, seq=1)
         market = Market(now_ns=now, tick=tick, broker_connected=True, level0_not_before_ns=self.level0_reset_at)
         decision = decide(self.state, market, self.params)
-        return not decision.commands and not decision.held_back
+        # Blocked, or a Level 0 given up because its tick went stale, is a stuck system, not a settled one.
+        stuck = decision.blocked is not None or (decision.level0_blocked or "").startswith(("tick stale", "no tick"))
+        return not decision.commands and not decision.held_back and not stuck
 
     async def settle(self, what: str = "the strategy to settle", timeout: float = 10.0) -> None:
         """Wait until the strategy has nothing left to do and the broker's live orders are the state's."""
