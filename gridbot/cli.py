@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "monitor",
     "reset",
     "alert",
+    "history",
+    "reconcile",
 ]
 
 
