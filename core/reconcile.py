@@ -192,7 +192,7 @@ def reconcile(
     _check_foreign(work, legacy, lot_map, apply)
     _check_sells(work, open_orders)
     _check_buys(work, open_orders, lot_map)
-    _check_anchor(work, open_orders)
+    _check_anchor(work, open_orders, apply)
     _check_position(work, snapshot)
     return Reconciliation(
         state=work.state,
@@ -226,7 +226,9 @@ def _catch_up(
         if execution.commission is not None and _commission_missing(work.state, execution.exec_id):
             # A commission report missed while away (the ledger books each execution's commission once).
             work.feed(
-                CommissionReported(exec_id=execution.exec_id, key=execution.key, commission=execution.commission)
+                CommissionReported(
+                    exec_id=execution.exec_id, key=execution.key, commission=execution.commission
+                )
             )
     if recovered:
         work.find(CAUGHT_UP, f"{recovered} execution(s) applied that the state had not seen", True)
@@ -607,7 +609,7 @@ def _check_buys(work: _Work, open_orders: list[OpenOrderInfo], lot_map: LotMap) 
             )
 
 
-def _check_anchor(work: _Work, open_orders: list[OpenOrderInfo]) -> None:
+def _check_anchor(work: _Work, open_orders: list[OpenOrderInfo], apply: bool) -> None:
     state = work.state
     if state.anchor_price is not None or not any(lot.cycle == state.cycle for lot in state.lots):
         return
@@ -624,18 +626,45 @@ def _check_anchor(work: _Work, open_orders: list[OpenOrderInfo]) -> None:
                 True,
             )
             return
+    # Last resort: the shallowest lot was bought near its trigger, so a chain through its purchase price (to the
+    # cent) is a fair estimate; it is only an estimate, so it waits for the operator's --apply.
+    shallowest = min((lot for lot in state.lots if lot.cycle == state.cycle), key=lambda lot: lot.level)
+    purchase = to_cent(shallowest.purchase_price)
+    estimate = (
+        purchase if shallowest.level == 0 else anchor_for_trigger(shallowest.level, purchase, work.rules.step)
+    )
+    if estimate is not None and apply:
+        work.state = msgspec.structs.replace(state, anchor_price=estimate)
+        work.find(
+            ANCHOR_REBUILT,
+            f"anchor set to {estimate}, estimated from the level-{shallowest.level} lot bought at "
+            f"{shallowest.purchase_price} (operator's --apply)",
+            True,
+        )
+        return
     work.find(
         ANCHOR_UNKNOWN,
         f"lots of cycle {state.cycle} are held but its anchor (Level 0's price) is lost",
         False,
     )
-    work.plan.append(
-        PlanStep(
-            "anchor",
-            'stop the statekeeper, set "anchor_price" in the state file to Level 0\'s purchase price, start it again',
-            False,
+    if estimate is not None:
+        work.plan.append(
+            PlanStep(
+                "anchor",
+                f"set the anchor to {estimate}: the chain of triggers through the level-{shallowest.level} lot's "
+                f'purchase price {purchase} (an estimate; or set "anchor_price" in the state file yourself)',
+                True,
+            )
         )
-    )
+    else:
+        work.plan.append(
+            PlanStep(
+                "anchor",
+                'stop the statekeeper, set "anchor_price" in the state file to Level 0\'s purchase price, '
+                "start it again",
+                False,
+            )
+        )
 
 
 def _check_position(work: _Work, snapshot: BrokerSnapshot) -> None:

@@ -342,12 +342,19 @@ def test_a_buy_filled_while_offline_becomes_a_lot() -> None:
     assert result.state.buy_attempts == {1: 1, 2: 1}
 
 
-def test_lots_without_an_anchor_and_nothing_to_rebuild_it_from_halt() -> None:
+def test_lots_without_an_anchor_halt_until_the_operator_applies_an_estimate() -> None:
     orders = [order("tqgrid1 c3 L4 SELL 95.10", "SELL", 72, "96.05", 504)]
 
     result = reconcile(EMPTY, snapshot(72, orders), LOTS, RULES)
 
     assert [f.kind for f in result.unexplained] == [ANCHOR_UNKNOWN]
+    (step,) = result.plan
+    assert step.automatic and "through the level-4 lot's purchase price 95.10" in step.text
+
+    applied = reconcile(EMPTY, snapshot(72, orders), LOTS, RULES, apply=True)
+
+    assert applied.consistent and applied.state.anchor_price is not None
+    assert trigger(applied.state.anchor_price, 4) == D("95.10")
 
 
 def test_nothing_is_compared_while_the_broker_is_away() -> None:

@@ -10,6 +10,8 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from core.ledger import FeeAmendment
+from gridbot.commands.history import table
 from proto.messages import GridState, RoundTrip
 from services.statekeeper.journal import Journal
 
@@ -81,49 +83,25 @@ def test_the_table_lists_every_round_trip_and_a_total(tmp_path: Path) -> None:
     assert lines[-1].split() == ["total", "3", "trips", "276", "6.00", "260.53"]
 
 
-def test_csv_has_a_header_and_exact_decimals(tmp_path: Path) -> None:
+def test_csv_has_a_header_exact_decimals_and_late_fee_amendments(tmp_path: Path) -> None:
     path = journal_with_trips(tmp_path)
+    journal = Journal(path)
+    late_fee = FeeAmendment("tqgrid1 c2 L0 BUY", "x", D("0.5"))
+    journal.record("CommissionReported", GridState(symbol="TQQQ"), amended=[late_fee])
+    journal.close()
 
     result = gridbot("history", "--csv", "--journal", str(path))
 
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["realized_pnl"] for r in rows] == ["85.12", "92.7090", "82.70"]
+    assert [r["realized_pnl"] for r in rows] == ["85.12", "92.7090", "82.20"]
+    assert rows[2]["fees"] == "2.40"
     assert rows[0]["closed_at"] == "2025-11-21T05:40:00.000000Z"
     assert rows[1]["buy_key"] == "tqgrid1 c1 L0 BUY"
-    assert sum(D(r["realized_pnl"]) for r in rows) == D("260.5290")
 
 
-def test_a_cycle_can_be_picked(tmp_path: Path) -> None:
-    result = gridbot("history", "--csv", "--cycle", "2", "--journal", str(journal_with_trips(tmp_path)))
-
-    assert [r["cycle"] for r in csv.DictReader(io.StringIO(result.stdout))] == ["2"]
-
-
-def test_a_late_fee_amendment_shows_in_the_history(tmp_path: Path) -> None:
-    from core.ledger import FeeAmendment
-
-    path = journal_with_trips(tmp_path)
-    journal = Journal(path)
-    journal.record(
-        "CommissionReported",
-        GridState(symbol="TQQQ"),
-        amended=[FeeAmendment("tqgrid1 c2 L0 BUY", "x", D("0.5"))],
-    )
-    journal.close()
-
-    rows = list(csv.DictReader(io.StringIO(gridbot("history", "--csv", "--journal", str(path)).stdout)))
-
-    assert (rows[2]["fees"], rows[2]["realized_pnl"]) == ("2.40", "82.20")
-
-
-def test_no_round_trips_yet_is_said_plainly(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite"
-    Journal(path).close()
-
-    result = gridbot("history", "--journal", str(path))
-
-    assert (result.returncode, result.stdout.strip()) == (0, "no closed round trips yet")
+def test_no_round_trips_yet_is_said_plainly() -> None:
+    assert table([]) == "no closed round trips yet"
 
 
 def test_a_missing_journal_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
@@ -138,12 +116,12 @@ def test_a_missing_journal_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     ]
 
 
-def test_the_default_journal_comes_from_the_config(tmp_path: Path) -> None:
+def test_the_default_journal_comes_from_the_config_and_a_cycle_can_be_picked(tmp_path: Path) -> None:
     journal_with_trips(tmp_path)
     config = tmp_path / "gridbot.toml"
     config.write_text(f'[general]\nrun_dir = "{tmp_path}"\n')
 
-    result = gridbot("--config", str(config), "history", "--csv")
+    result = gridbot("--config", str(config), "history", "--csv", "--cycle", "2")
 
     assert result.returncode == 0, result.stderr
-    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 3
+    assert [(r["cycle"], r["level"]) for r in csv.DictReader(io.StringIO(result.stdout))] == [("2", "0")]

@@ -9,9 +9,11 @@ the position): the broker's truth the statekeeper reconciles against after a res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,10 @@ from typing import Any
 import msgspec
 import zmq.asyncio
 
-from bus import CommandServer, Publisher, Subscriber
+from bus import CommandClient, CommandServer, Publisher, Subscriber
+from bus.forwarder import Forwarder
+from core.lotmap import load_lot_map
+from gridbot.config import load
 from proto import topics
 from proto.messages import (
     BrokerSnapshot,
@@ -27,6 +32,7 @@ from proto.messages import (
     CommandRejected,
     CommissionReported,
     ExecutionInfo,
+    GridState,
     Message,
     OpenOrderInfo,
     OrderAccepted,
@@ -34,9 +40,15 @@ from proto.messages import (
     OrderFilled,
     OrderRejected,
     PositionInfo,
+    StateSnapshot,
+    StateSnapshotRequest,
+    StateUpdate,
 )
+from services.statekeeper.service import StatekeeperService
+from services.statekeeper.store import Store
 
 SYMBOL = "TQQQ"
+LOTS = load_lot_map(Path(__file__).resolve().parents[3] / "config" / "lots.csv")
 
 
 def free_port() -> int:
@@ -260,3 +272,83 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str, pol
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(poll)
+
+
+@dataclass
+class Env:
+    ctx: zmq.asyncio.Context
+    forwarder: Forwarder
+    executor: TruthExecutor
+    service: StatekeeperService
+    watcher: Watcher
+    client: CommandClient
+    run_dir: Path
+
+    @property
+    def state(self) -> GridState:
+        return self.service.state
+
+    async def in_sync(self) -> StateSnapshot:
+        """Wait for the first reconciliation; return a snapshot (the update itself may precede our subscription)."""
+        await wait_for(lambda: self.state.in_sync, 10, "the first reconciliation")
+        reply = await self.client.request(StateSnapshotRequest())
+        assert isinstance(reply, StateSnapshot)
+        return reply
+
+    async def update(self, condition: Any, what: str, timeout: float = 5.0) -> StateUpdate:
+        msg = await self.watcher.until(lambda m: isinstance(m, StateUpdate) and condition(m), timeout, what)
+        assert isinstance(msg, StateUpdate)
+        return msg
+
+    def write_config(self, path: Path) -> Path:
+        """A config file for a program (the gridbot CLI) to reach this statekeeper, executor and bus."""
+        values = overrides(
+            self.run_dir,
+            self.forwarder.xsub_endpoint,
+            self.forwarder.xpub_endpoint,
+            self.executor.endpoint,
+            self.service.server.endpoint,
+        )
+        return write_config(path, values)
+
+    async def subscribed(self) -> None:
+        """Wait until the statekeeper hears the executor (its subscription path through the bus is up)."""
+        await wait_for(
+            lambda: self.service.subscriber.peer_alive("executor"), 5, "the statekeeper to hear the executor"
+        )
+
+
+@contextlib.asynccontextmanager
+async def statekeeper(
+    tmp_path: Path, executor_up: bool = True, heartbeats: bool = True, connected: bool = True
+) -> AsyncIterator[Env]:
+    forwarder = Forwarder("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+    forwarder.start()
+    ctx = zmq.asyncio.Context()
+    executor = TruthExecutor(ctx, forwarder.xsub_endpoint)
+    executor.connected = connected
+    if executor_up:
+        await executor.start(heartbeats=heartbeats)
+    cfg = load(
+        overrides=overrides(
+            tmp_path, forwarder.xsub_endpoint, forwarder.xpub_endpoint, executor.endpoint, "tcp://127.0.0.1:*"
+        )
+    )
+    store = Store.open(cfg.run_path("bot_state.json"), cfg.run_path("journal.sqlite"), "TQQQ")
+    watcher = Watcher(ctx, forwarder.xpub_endpoint)
+    service = StatekeeperService(cfg, ctx, store, LOTS)
+    client = CommandClient(ctx, service.server.endpoint, "test", timeout=5.0, retries=0)
+    task = asyncio.create_task(service.run())
+    try:
+        # Our subscription is up once the statekeeper's heartbeat reaches it: later updates are not lost to it.
+        await watcher.hears("statekeeper", 5)
+        yield Env(ctx, forwarder, executor, service, watcher, client, tmp_path)
+    finally:
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert done, "the statekeeper did not stop within 5 s of its cancellation"
+        await client.close()
+        await watcher.close()
+        await executor.close()
+        ctx.term()
+        forwarder.stop()

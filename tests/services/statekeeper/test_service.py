@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,16 +12,12 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
-from bus import CommandClient
-from bus.forwarder import Forwarder
 from core.lotmap import load_lot_map
-from gridbot.config import load
 from proto import topics
 from proto.envelope import SCHEMA_VERSION, Header, pack
 from proto.messages import (
     Alert,
     CommandAccepted,
-    GridState,
     Halt,
     Message,
     OpenOrderInfo,
@@ -33,15 +27,12 @@ from proto.messages import (
     Resume,
     StateSnapshot,
     StateSnapshotRequest,
-    StateUpdate,
     TradingHalted,
     TradingResumed,
 )
 from services.statekeeper import statefile
-from services.statekeeper.service import StatekeeperService
-from services.statekeeper.store import Store
 from tests.core.ledger_events import accepted, buy_key, fill
-from tests.services.statekeeper.harness import TruthExecutor, Watcher, overrides, wait_for
+from tests.services.statekeeper.harness import statekeeper, wait_for
 
 D = Decimal
 T = TypeVar("T")
@@ -51,75 +42,6 @@ LOTS = load_lot_map(Path(__file__).resolve().parents[3] / "config" / "lots.csv")
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@dataclass
-class Env:
-    ctx: zmq.asyncio.Context
-    forwarder: Forwarder
-    executor: TruthExecutor
-    service: StatekeeperService
-    watcher: Watcher
-    client: CommandClient
-    run_dir: Path
-
-    @property
-    def state(self) -> GridState:
-        return self.service.state
-
-    async def in_sync(self) -> StateSnapshot:
-        """Wait for the first reconciliation; return a snapshot (the update itself may precede our subscription)."""
-        await wait_for(lambda: self.state.in_sync, 10, "the first reconciliation")
-        reply = await self.client.request(StateSnapshotRequest())
-        assert isinstance(reply, StateSnapshot)
-        return reply
-
-    async def update(self, condition: Any, what: str, timeout: float = 5.0) -> StateUpdate:
-        msg = await self.watcher.until(lambda m: isinstance(m, StateUpdate) and condition(m), timeout, what)
-        assert isinstance(msg, StateUpdate)
-        return msg
-
-    async def subscribed(self) -> None:
-        """Wait until the statekeeper hears the executor (its subscription path through the bus is up)."""
-        await wait_for(
-            lambda: self.service.subscriber.peer_alive("executor"), 5, "the statekeeper to hear the executor"
-        )
-
-
-@contextlib.asynccontextmanager
-async def statekeeper(
-    tmp_path: Path, executor_up: bool = True, heartbeats: bool = True, connected: bool = True
-) -> AsyncIterator[Env]:
-    forwarder = Forwarder("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
-    forwarder.start()
-    ctx = zmq.asyncio.Context()
-    executor = TruthExecutor(ctx, forwarder.xsub_endpoint)
-    executor.connected = connected
-    if executor_up:
-        await executor.start(heartbeats=heartbeats)
-    cfg = load(
-        overrides=overrides(
-            tmp_path, forwarder.xsub_endpoint, forwarder.xpub_endpoint, executor.endpoint, "tcp://127.0.0.1:*"
-        )
-    )
-    store = Store.open(cfg.run_path("bot_state.json"), cfg.run_path("journal.sqlite"), "TQQQ")
-    watcher = Watcher(ctx, forwarder.xpub_endpoint)
-    service = StatekeeperService(cfg, ctx, store, LOTS)
-    client = CommandClient(ctx, service.server.endpoint, "test", timeout=5.0, retries=0)
-    task = asyncio.create_task(service.run())
-    try:
-        # Our subscription is up once the statekeeper's heartbeat reaches it: later updates are not lost to it.
-        await watcher.hears("statekeeper", 5)
-        yield Env(ctx, forwarder, executor, service, watcher, client, tmp_path)
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=5)
-        assert done, "the statekeeper did not stop within 5 s of its cancellation"
-        await client.close()
-        await watcher.close()
-        await executor.close()
-        ctx.term()
-        forwarder.stop()
 
 
 # --------------------------------------------------------------------------------------------- events
