@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import lru_cache
 
 PREFIX = "tqgrid1"
 MAX_CYCLE = 999_999
@@ -125,6 +126,13 @@ def parse(ref: str) -> IntentKey:
     """Parse an orderRef back into its key; :class:`NotAnIntentKey` for anything that is not one, exactly."""
     if not isinstance(ref, str):
         raise NotAnIntentKey(f"orderRef {ref!r} is not a grid intent key (not a string)")
+    return _parse_str(ref)
+
+
+# Keys are immutable and the strategy and the ledger parse the same few dozen live keys at every decision (the
+# backtester makes hundreds of thousands of decisions): remember the recent ones. Refusals are not cached.
+@lru_cache(maxsize=4096)
+def _parse_str(ref: str) -> IntentKey:
     match = _KEY.fullmatch(ref)
     if match is None:
         if ref.startswith("tqgrid"):
