@@ -348,7 +348,8 @@ class StatekeeperService:
         bus = self.cfg.bus
         client = CommandClient(self.ctx, bus.executor, SENDER, timeout=bus.command_timeout, retries=0)
         try:
-            reply = await client.request(BrokerSnapshotRequest(ts_ns=time.time_ns()))
+            # resync: the executor asks the broker afresh (orders of other clients appear only then).
+            reply = await client.request(BrokerSnapshotRequest(ts_ns=time.time_ns(), resync=True))
         except (CommandTimeout, CommandError) as e:
             log.info("no broker snapshot yet: %s", e)
             return None
