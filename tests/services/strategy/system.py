@@ -96,36 +96,25 @@ class System:
 
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
         self.dir = tmp_path
-        ports = [free_port() for _ in range(7)]
-        self.control = f"tcp://127.0.0.1:{ports[4]}"
-        config: dict[str, dict[str, Any]] = {
+        # The bus and the sim bind free ports themselves and say which (no race with other programs for a port
+        # picked in advance); the config the services read is written once those are known.
+        self.config: dict[str, dict[str, Any]] = {
             "general": {"run_dir": str(tmp_path / "run"), "log_level": "INFO"},
             "bus": {
-                "xsub": f"tcp://127.0.0.1:{ports[0]}",
-                "xpub": f"tcp://127.0.0.1:{ports[1]}",
-                "executor": f"tcp://127.0.0.1:{ports[2]}",
-                "statekeeper": f"tcp://127.0.0.1:{ports[3]}",
                 "heartbeat_interval": 0.2,
                 "heartbeat_misses": 10,
                 "command_timeout": 1.0,
                 "command_retries": 3,
             },
-            "broker": {"port": ports[5], "reconnect_initial": 0.2, "reconnect_max": 1.0},
-            "feed": {"url": f"ws://127.0.0.1:{ports[6]}/v2/iex", "status_interval": 1.0},
-            "sim": {
-                "broker_port": ports[5],
-                "stream_port": ports[6],
-                "control": self.control,
-                "source": "manual",
-                "start": SIM_START,
-            },
+            "broker": {"reconnect_initial": 0.2, "reconnect_max": 1.0},
+            "feed": {"status_interval": 1.0},
+            "sim": {"source": "manual", "start": SIM_START},
         }
         for section, values in sections.items():
-            config.setdefault(section, {}).update(values)
+            self.config.setdefault(section, {}).update(values)
         self.config_path = tmp_path / "gridbot.toml"
-        self.config_path.write_text(_toml(config))
-        self.cfg = load(self.config_path)
-        self.params: StrategyConfig = strategy_config(self.cfg)
+        self._write_config()
+        self.control = ""
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", GRIDBOT_CONFIG=str(self.config_path))
         (tmp_path / "run").mkdir(exist_ok=True)
         self.logs = tmp_path / "logs"
@@ -155,10 +144,24 @@ class System:
         self.processes[name].proc.wait(5)
         self.start_process(name, "-m", f"services.{name}")
 
+    def _write_config(self) -> None:
+        self.config_path.write_text(_toml(self.config))
+        self.cfg = load(self.config_path)
+        self.params: StrategyConfig = strategy_config(self.cfg)
+
     async def __aenter__(self) -> System:
         try:
-            self.start_process("bus", "-m", "bus").wait_for("forwarding publishers")
-            self.start_process("sim", "-m", "sim", "--state-dir", str(self.dir / "sim")).wait_for("SIM_READY")
+            bus = self.start_process("bus", "-m", "bus", "--xsub", "tcp://127.0.0.1:*", "--xpub", "tcp://127.0.0.1:*")
+            xsub, xpub = bus.wait_for(r"forwarding publishers (\S+) -> subscribers (\S+)").groups()
+            sim = self.start_process("sim", "-m", "sim", "--state-dir", str(self.dir / "sim"), "--broker-port", "0",
+                                     "--stream-port", "0", "--control", "tcp://127.0.0.1:0")
+            ready = json.loads(sim.wait_for(r"SIM_READY (\{.*\})").group(1))
+            self.control = ready["control"]
+            self.config["bus"].update(xsub=xsub, xpub=xpub, executor=f"tcp://127.0.0.1:{free_port()}",
+                                      statekeeper=f"tcp://127.0.0.1:{free_port()}")
+            self.config["broker"]["port"] = ready["broker_port"]
+            self.config["feed"]["url"] = ready["stream"]
+            self._write_config()
             self.subscriber = Subscriber(self.ctx, self.cfg.bus.xpub, [topics.STATE_UPDATE],
                                          heartbeat_interval=0.2, heartbeat_misses=10)
             self.statekeeper = CommandClient(self.ctx, self.cfg.bus.statekeeper, "test", timeout=2.0, retries=5)
