@@ -10,7 +10,7 @@ At start (:meth:`Store.open`):
 - file and journal at the same record but different: the file was edited by hand (stopped statekeeper): it wins
   and the journal records it;
 - journal missing, emptied or behind (replaced by an older copy): the file wins and starts the journal again;
-- neither: a fresh state.
+- neither: a fresh, empty state, written at once (the file exists as soon as the statekeeper runs).
 
 The state comes back with ``in_sync`` False: only a reconciliation with the broker sets it.
 """
@@ -72,6 +72,7 @@ class Store:
             journal_state = msgspec.structs.replace(journal_state, in_sync=False)
         if loaded is None and last is None:
             log.info("no state file and no journal: starting with an empty state")
+            self.commit("empty state", self.state)
             return
         if last is None or (loaded is not None and loaded.journal_seq > seq):
             assert loaded is not None

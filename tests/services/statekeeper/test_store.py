@@ -115,7 +115,8 @@ def open_store(tmp_path: Path) -> Store:
 
 def test_a_fresh_store_starts_empty_and_commits_to_both_files(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    assert (store.state, store.seq) == (GridState(symbol="TQQQ"), 0)
+    assert (store.state, store.seq) == (GridState(symbol="TQQQ"), 1)
+    assert statefile.read(tmp_path / "bot_state.json") is not None
 
     seq = store.commit("OrderFilled", holding())
     store.close()
@@ -128,16 +129,18 @@ def test_a_fresh_store_starts_empty_and_commits_to_both_files(tmp_path: Path) ->
 
 def test_a_stop_between_the_journal_and_the_file_is_healed_from_the_journal(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    store.commit("first", GridState(symbol="TQQQ"))
+    first = store.commit("first", GridState(symbol="TQQQ"))
     # What a crash after the journal's commit and before the file's rename leaves behind:
-    store.journal.record("second", holding())
+    second = store.journal.record("second", holding())
     store.close()
+    loaded = statefile.read(tmp_path / "bot_state.json")
+    assert loaded is not None and loaded.journal_seq == first < second
 
     healed = open_store(tmp_path)
 
-    assert (healed.state, healed.seq) == (holding(), 2)
+    assert (healed.state, healed.seq) == (holding(), second)
     loaded = statefile.read(tmp_path / "bot_state.json")
-    assert loaded is not None and (loaded.state, loaded.journal_seq) == (holding(), 2)
+    assert loaded is not None and (loaded.state, loaded.journal_seq) == (holding(), second)
 
 
 def test_a_deleted_state_file_is_rewritten_from_the_journal(tmp_path: Path) -> None:
@@ -166,15 +169,15 @@ def test_a_deleted_journal_starts_again_from_the_state_file(tmp_path: Path) -> N
 
 def test_a_state_file_edited_by_hand_while_stopped_wins_and_is_journalled(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    store.commit("a", holding())
+    seq = store.commit("a", holding())
     store.close()
     edited = msgspec.structs.replace(holding(), anchor_price=D("99.50"))
-    statefile.write(tmp_path / "bot_state.json", edited, journal_seq=1, now_ns=0)
+    statefile.write(tmp_path / "bot_state.json", edited, journal_seq=seq, now_ns=0)
 
     again = open_store(tmp_path)
 
     assert again.state.anchor_price == D("99.50")
-    assert again.seq == 2
+    assert again.seq == seq + 1 and again.journal.last() == (seq + 1, again.state)
 
 
 def test_a_corrupt_state_file_stops_the_start_and_stays_as_it_is(tmp_path: Path) -> None:
