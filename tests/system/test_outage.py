@@ -26,7 +26,7 @@ def fill_ns(fill: dict[str, Any]) -> int:
 @pytest.mark.timeout(300)
 def test_the_nightly_outage_mid_session(tmp_path: Path) -> None:
     # Long enough to trade before, through and well after the outage (about 0.4 s of wall time a step).
-    session = zigzag("outage", "100.00", swings=13)
+    session = zigzag("outage", "100.00", swings=18)
     system = System(tmp_path, sim=session.sim_keys(write_path(tmp_path, session)))
     try:
         system.start()
