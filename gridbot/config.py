@@ -123,6 +123,15 @@ class Alerts(_Section, frozen=True):
     repeat_after: float
 
 
+class Backtest(_Section, frozen=True):
+    minute_prints: int
+    hour_prints: int
+    day_prints: int
+    extremes: Literal["auto", "rule", "seeded"]
+    seed: int
+    splits: str
+
+
 class Config(_Section, frozen=True):
     general: General
     bus: Bus
@@ -132,6 +141,7 @@ class Config(_Section, frozen=True):
     strategy: Strategy
     statekeeper: Statekeeper
     alerts: Alerts
+    backtest: Backtest
     # Where the user's overrides came from ("" = defaults only); for messages, not a key in the files.
     source: str = ""
 
