@@ -12,6 +12,7 @@ The JSON has at least: ``cycle``, ``anchor_price``, ``next_level``, ``lots`` (ea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +46,20 @@ class Inputs:
 def _plain(value: Any) -> Any:
     """msgspec's JSON-able form: Decimals as strings, structs as dicts."""
     return msgspec.to_builtins(value)
+
+
+def _lot(lot: Lot) -> dict[str, Any]:
+    """A lot with the keys it has in bot_state.json (``sell`` is ``live`` or ``parked``); prices as strings."""
+    data: dict[str, Any] = _plain(lot)
+    data["opened_at"] = iso_utc(lot.opened_ts_ns) if lot.opened_ts_ns else ""
+    return data
+
+
+def iso_utc(ts_ns: int) -> str:
+    """UTC nanoseconds as ISO 8601 with microseconds, e.g. ``2025-06-02T14:00:03.671933Z``."""
+    # Whole seconds and microseconds apart: a float of ns since 1970 would round the microseconds.
+    moment = datetime.fromtimestamp(ts_ns // 10**9, tz=UTC).replace(microsecond=ts_ns // 1000 % 10**6)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def remaining(lot: Lot) -> int:
@@ -95,7 +110,7 @@ def build(inp: Inputs) -> dict[str, Any]:
             anchor_price=None if state.anchor_price is None else str(state.anchor_price),
             next_level=None if nxt is None else nxt["level"],
             next_buy=nxt,
-            lots=[_plain(lot) for lot in sorted(state.lots, key=lambda lot: (lot.cycle, lot.level))],
+            lots=[_lot(lot) for lot in sorted(state.lots, key=lambda lot: (lot.cycle, lot.level))],
             orders={order.key: _plain(order) for order in sorted(state.orders, key=lambda o: o.key)},
             realized_pnl=str(state.realized_pnl),
             halted=state.halted,

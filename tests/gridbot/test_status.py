@@ -46,6 +46,7 @@ def lot(level: int, price: str, target: str, sell: str = "live", qty: int = 10) 
         buy_key=f"tqgrid1 c3 L{level} BUY",
         sell_key=f"tqgrid1 c3 L{level} SELL {price}",
         sell="live" if sell == "live" else "parked",
+        opened_ts_ns=1_748_872_803_671_933_000,
     )
 
 
@@ -108,6 +109,7 @@ def test_report_has_the_documented_keys_and_exact_prices() -> None:
     assert report["next_level"] == 3
     assert report["next_buy"] == {"level": 3, "trigger": "97.03", "shares": 77}
     json.dumps(report)  # JSON-able as it is
+    assert report["lots"][0]["opened_at"] == "2025-06-02T14:00:03.671933Z"
 
 
 def test_lots_are_as_in_the_state_file_with_their_sell_slot_sorted_by_level() -> None:
@@ -117,6 +119,10 @@ def test_lots_are_as_in_the_state_file_with_their_sell_slot_sorted_by_level() ->
     first = report["lots"][0]
     assert first["purchase_price"] == "100.00" and first["sell_target_price"] == "101.00"
     assert first["buy_key"] == "tqgrid1 c3 L0 BUY"
+    # The keys of a lot in bot_state.json (services/statekeeper/statefile.py).
+    for key in ("level", "quantity", "purchase_price", "sell_target_price", "sell_order_id", "sell_perm_id",
+                "buy_perm_id", "sell", "cycle", "buy_key", "sell_key", "sold", "opened_at", "opened_ts_ns"):
+        assert key in first, key
 
 
 def test_orders_are_keyed_by_intent_key() -> None:
