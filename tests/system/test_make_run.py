@@ -9,6 +9,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.system.harness import System, wait_until
 
 
@@ -34,6 +36,8 @@ class Make:
             raise AssertionError(f"make did not end on Ctrl-C; output:\n{self.output}") from None
 
 
+# Waits on the system, mostly idle; a loaded machine (a parallel test run) makes it slower.
+@pytest.mark.timeout(300)
 def test_make_run_then_make_stop(tmp_path: Path) -> None:
     # The embedded default (the shipped replay), only on ports of its own.
     system = System(tmp_path, with_makefile=True)

@@ -7,11 +7,15 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from tests.system import checks
 from tests.system.harness import System, wait_until
 from tests.system.sessions import CYCLE_SESSION, Settled, write_path
 
 
+# Waits on the system, mostly idle; a loaded machine (a parallel test run) makes it slower.
+@pytest.mark.timeout(300)
 def test_a_scripted_session_from_a_clean_directory(tmp_path: Path) -> None:
     system = System(tmp_path, sim=CYCLE_SESSION.sim_keys(write_path(tmp_path, CYCLE_SESSION)))
     try:
