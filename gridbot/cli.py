@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "alert",
     "history",
     "reconcile",
+    "backtest",
 ]
 
 
