@@ -4,12 +4,12 @@
 one frame as a string, for tests and ``monitor --once``). The frame shows:
 
 - the headline: symbol, cycle, anchor, trading / HALTED (and why) / not in sync, the last price and its age;
+- health: each service's heartbeat age, the feed's and the broker's state;
 - the ladder around the current price: each level's trigger, shares, and what the grid has there (a lot with its
   target and whether its SELL is live or parked, a queued BUY), with the price marker between the levels it sits
   between;
-- every lot, the working orders, realized and unrealized P&L;
-- health: each service's heartbeat age, the feed's and the broker's state;
-- the latest alerts, critical ones in red (the monitor rings the terminal bell when one arrives: :func:`new_critical`).
+- the latest alerts, critical ones in red (the monitor rings the terminal bell when one arrives: :func:`new_critical`);
+- every lot, realized and unrealized P&L, the working orders.
 """
 
 from __future__ import annotations
@@ -88,16 +88,17 @@ def new_critical(seen: int, alerts: list[Alert]) -> tuple[bool, int]:
 
 def render(view: View, now_ns: int) -> RenderableType:
     """One frame of the dashboard."""
-    parts: list[RenderableType] = [_headline(view, now_ns)]
+    # Most urgent first: a terminal too short for the whole frame loses the bottom (the long order list).
+    parts: list[RenderableType] = [_headline(view, now_ns), _health(view, now_ns)]
     if view.state is None:
         parts.append(Panel(Text(view.state_error or "waiting for the statekeeper's state ...", style="yellow"),
                            title="grid"))
+        parts.append(_alerts(view.observed.alerts, now_ns))
     else:
         parts.append(_ladder(view, view.state))
+        parts.append(_alerts(view.observed.alerts, now_ns))
         parts.append(_lots(view, view.state))
         parts.append(_orders(view.state))
-    parts.append(_health(view, now_ns))
-    parts.append(_alerts(view.observed.alerts, now_ns))
     if view.footer:
         parts.append(Text(view.footer, style="dim"))
     return Group(*parts)
@@ -250,7 +251,8 @@ def _health(view: View, now_ns: int) -> RenderableType:
     text = Text("health  ")
     feed = view.observed.feed
     if feed is None:
-        text.append("stream ?", style="yellow")
+        # The feed reports every feed.status_interval seconds; until the first report only its heartbeat is known.
+        text.append("stream: no status yet", style="yellow")
     elif not feed.connected:
         text.append(f"stream DOWN {feed.reason}".rstrip(), style="bold red")
     elif feed.stale:
