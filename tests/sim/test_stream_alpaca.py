@@ -154,6 +154,30 @@ def test_garbage_frames_are_survived_without_a_reconnect(alpaca_log: LogRecorder
     run(scenario())
 
 
+def test_a_client_stopped_while_it_chews_on_garbage_stops_cleanly(alpaca_log: LogRecorder) -> None:
+    # alpaca-py's run loop returns as soon as it sees the stop flag between two bad frames; the stop must not be a
+    # task that the loop's teardown cancels mid-close (it was: CancelledError from the helper's stop()).
+    async def scenario() -> None:
+        server = await start_stream()
+        for attempt in range(5):  # the race is narrow: several tries
+            client = AlpacaClient(server.url("iex")).start()
+            try:
+                await until(subscribed(server), what=f"subscription {attempt}")
+                errors_before = alpaca_log.count("error during websocket communication")
+                assert server.garbage() == 1
+                await until(
+                    lambda: alpaca_log.count("error during websocket communication") > errors_before,
+                    what="alpaca-py to chew on the first bad frame",
+                )
+            finally:
+                await asyncio.to_thread(client.stop)
+            assert client.returned.is_set() and client.failure is None
+            await until(lambda: not server.clients(), what="the stopped client's connection to go")
+        await server.stop()
+
+    run(scenario())
+
+
 def test_sip_without_a_subscription_gets_409_and_alpaca_py_stops_quietly(alpaca_log: LogRecorder) -> None:
     async def scenario() -> None:
         server = await start_stream(sip_entitled=False)
