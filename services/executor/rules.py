@@ -428,17 +428,8 @@ class IntentTable:
                 self._foreign[ident] = record
             return record
         record = self._by_key.get(info.key)
-        if record is not None and _same_order(record, info.client_id, info.order_id, info.perm_id):
-            return record
-        if record is not None and record.live and info.status in FINAL_STATUSES:
-            # A late report about an older order of this key (cancelled before this one was placed).
-            return None
-        if record is not None and record.live and record.perm_id and info.perm_id != record.perm_id:
-            # Two live orders for one key at IB cannot come from this executor; keep the first and let the
-            # reconciliation report the other (it is in the snapshot's foreign list only if it has no grid ref).
-            return None
-        if record is not None and (record.filled > 0 or record.status == "Filled") and info.filled == 0:
-            return None
+        if record is not None and not _replaced_by(record, info):
+            return record if _same_order(record, info.client_id, info.order_id, info.perm_id) else None
         fresh = _new_record(info, intent.slot, now_ns)
         self._by_key[info.key] = fresh
         return fresh
@@ -489,6 +480,26 @@ class IntentTable:
             elif not record.acknowledged and age >= ack_timeout_ns:
                 found.append(Overdue(record, OverdueKind.NOT_ACKNOWLEDGED))
         return found
+
+
+def _replaced_by(record: OrderRecord, info: OpenOrderInfo) -> bool:
+    """Whether IB's report of another order of the same key makes that order the key's current one.
+
+    A key's current order is, in this order of precedence: a live one, a filled one, the latest other. A report
+    about an older order (cancelled before the key was placed again) never displaces the current one.
+    """
+    if _same_order(record, info.client_id, info.order_id, info.perm_id):
+        return False
+    incoming_final = info.status in FINAL_STATUSES
+    if record.live:
+        # Our own command still waiting in the queue yields to a live order an earlier run placed (it will not be
+        # sent: the worker finds it replaced). Two live orders for one key cannot come from this executor: keep
+        # the first, the reconciliation reports the other.
+        return record.status == QUEUED and not incoming_final
+    if record.filled > 0 or record.status == "Filled":
+        return False
+    # The current order ended unfilled: a live or filled order of the key wins, another unfilled end is history.
+    return not incoming_final or info.filled > 0
 
 
 def _same_order(record: OrderRecord, client_id: int, order_id: int, perm_id: int) -> bool:

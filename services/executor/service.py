@@ -101,6 +101,10 @@ PACING_PAUSE_S = 1.0
 PACING_PAUSE_MAX_S = 10.0
 # A PlaceOrder reply waits at most ack_timeout plus this for IB's acknowledgement before it answers "pending".
 REPLY_MARGIN_S = 2.0
+# Before the first connect, wait at most this many heartbeat intervals (and at least BUS_JOIN_MIN_S) for our own
+# heartbeat to come back through the bus (see Executor._await_bus).
+BUS_JOIN_BEATS = 3
+BUS_JOIN_MIN_S = 1.0
 # Test seam (documented in docs/executor.md): GRIDBOT_EXECUTOR_FAULT=kill-after-place makes the process SIGKILL
 # itself right after handing its first placeOrder to the socket, to prove a restart does not place it again.
 FAULT_ENV = "GRIDBOT_EXECUTOR_FAULT"
@@ -247,7 +251,24 @@ class Executor:
 
     # ============================================================================================ connection
 
+    async def _await_bus(self) -> None:
+        """Wait (bounded) until this executor's own heartbeat comes back through the bus.
+
+        A new publisher gets the bus's subscriptions a moment after it connects, and what it publishes before
+        that is dropped: the first BrokerConnected, or an order adopted in the first sync, would be lost. The
+        forwarder hands a new publisher every subscription it knows at once, so our heartbeat coming back means
+        the subscribers that were up before us will get what follows. A bus that is not up only delays us.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(BUS_JOIN_BEATS * self.cfg.bus.heartbeat_interval, BUS_JOIN_MIN_S)
+        while not self.subscriber.peer_alive(SERVICE):
+            if loop.time() > deadline:
+                log.warning("no heartbeat of ours came back through the bus (%s); carrying on", self.cfg.bus.xpub)
+                return
+            await asyncio.sleep(0.02)
+
     async def _connection_loop(self) -> None:
+        await self._await_bus()
         while True:
             self._lost.clear()
             try:
@@ -405,6 +426,7 @@ class Executor:
 
     async def handle(self, msg: Message) -> Message:
         """The command server's handler: one reply per command."""
+        log.info("command %s %s", type(msg).__name__, getattr(msg, "key", "") or "")
         match msg:
             case PlaceOrder():
                 return await self._place(msg)

@@ -247,7 +247,14 @@ class Bench:
     # ------------------------------------------------------------------------------------------ commands
 
     async def request(self, msg: Message, timeout: float = 10.0) -> Message:
-        return await self.client.request(msg, timeout=timeout, retries=0)
+        try:
+            return await self.client.request(msg, timeout=timeout, retries=0)
+        except Exception as e:
+            c = self.client
+            raise AssertionError(
+                f"{type(msg).__name__} got no reply ({e}); client sent {c.sent}, late {c.late_replies}, "
+                f"bad {c.bad_replies}"
+            ) from e
 
     async def snapshot(self, resync: bool = False) -> BrokerSnapshot:
         reply = await self.request(BrokerSnapshotRequest(resync=resync))

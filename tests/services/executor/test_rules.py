@@ -397,3 +397,25 @@ def test_adopted_level0_buy_keeps_its_deadline_from_the_adoption() -> None:
     assert t.overdue(169 * SEC, 15 * SEC, 120 * SEC) == []
     [late] = t.overdue(170 * SEC, 15 * SEC, 120 * SEC)
     assert late.record.key == "tqgrid1 c2 L0 BUY" and late.kind is OverdueKind.IMMEDIATE_NOT_FINAL
+
+
+def test_late_report_of_an_older_order_of_a_key_never_displaces_the_current_one() -> None:
+    t = table()
+    submitted(t, "tqgrid1 c1 L2 BUY", 7)
+    t.apply(report("tqgrid1 c1 L2 BUY", 7, "Cancelled", perm_id=1007), 3)
+    submitted(t, "tqgrid1 c1 L2 BUY", 8)
+    t.apply(report("tqgrid1 c1 L2 BUY", 8, "Cancelled", perm_id=1008), 4)
+    assert t.apply(report("tqgrid1 c1 L2 BUY", 7, "Cancelled", perm_id=1007), 5) == []
+    record = t.get("tqgrid1 c1 L2 BUY")
+    assert record is not None and record.order_id == 8
+    filled_late = t.apply(report("tqgrid1 c1 L2 BUY", 7, "Cancelled", perm_id=1007, filled=10), 6)
+    assert [type(e) for e in filled_late] == [OrderCancelled]  # a partial fill found later makes it the key's
+    assert isinstance(t.decide_place(place("tqgrid1 c1 L2 BUY"), OPEN, 7), Duplicate)
+
+
+def test_a_second_live_order_for_a_live_key_is_not_adopted() -> None:
+    t = table()
+    submitted(t, "tqgrid1 c1 L2 BUY", 7)
+    assert t.apply(report("tqgrid1 c1 L2 BUY", 9, "Submitted", perm_id=1009, client_id=5), 3) == []
+    record = t.get("tqgrid1 c1 L2 BUY")
+    assert record is not None and record.order_id == 7
