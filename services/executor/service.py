@@ -996,6 +996,9 @@ class Executor:
                 "statekeeper did not answer a snapshot request (%s); the halt flag comes with its updates", e
             )
             return
+        except Exception:  # best effort: the flag also comes with every state update
+            log.exception("asking the statekeeper for the halt flag failed; the flag comes with its updates")
+            return
         if isinstance(reply, StateSnapshot):
             self._set_halt(reply.state.halted, reply.state.halt_reason)
 
