@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import msgspec
+
 from core.ledger import DEFAULT_RULES, FeeAmendment, LedgerRules, step
 from core.strategy import Market, StrategyConfig, decide
 from gridbot.backtest.broker import Limits, SimulatedBroker
@@ -78,6 +80,7 @@ class Backtest:
         self.tracker = Tracker(self.state)
         self.round_trips: list[RoundTrip] = []
         self.amendments: list[FeeAmendment] = []
+        self._trip_by_key: dict[str, int] = {}
         self.events: list[Message] | None = [] if keep_events else None
         self._tick: Tick | None = None
         self._ticks = 0
@@ -101,7 +104,7 @@ class Backtest:
         low, high = seg.extremes()
         if not self.settings.every_print and self._current_watch().misses_range(low, high, seg.time(last)):
             self._last_price = seg.price(last)
-            self.tracker.pass_prices(seg.turns(), seg.time(last))
+            self.tracker.pass_prices([(seg.time(i), seg.price(i)) for i in seg.turns()])
             return
         i = 0
         for a, b in runs:
@@ -110,7 +113,7 @@ class Backtest:
             while i <= b:
                 j = i if self.settings.every_print else next_hit(seg, max(i, a), a, b, self._current_watch())
                 if j is None:
-                    i = b + 1
+                    i = b  # not processed: the next run starts (and is marked) there
                     break
                 if j > 0:
                     self._last_price = seg.price(j - 1)
@@ -179,15 +182,27 @@ class Backtest:
             before = self.state
             applied = step(before, event, rules)
             self.state = applied.state
-            if applied.closed:
-                self.round_trips.extend(applied.closed)
-            if applied.amended:
-                self.amendments.extend(applied.amended)
+            for trip in applied.closed:
+                self._trip_by_key[trip.buy_key] = self._trip_by_key[trip.sell_key] = len(self.round_trips)
+                self.round_trips.append(trip)
+            for amendment in applied.amended:
+                self._amend(amendment)
             if (self.state.cycle, self.state.level0_attempt) != (before.cycle, before.level0_attempt):
                 # The strategy sees the update after the tick that caused it: a new Level 0 needs a later tick.
                 self._level0_not_before = event.ts_ns + 1
             if self.events is not None:
                 self.events.append(event)
+
+    def _amend(self, amendment: FeeAmendment) -> None:
+        """A commission that came after its round trip closed: that round trip pays it (as the statekeeper's
+        journal books it)."""
+        self.amendments.append(amendment)
+        index = self._trip_by_key.get(amendment.key)
+        if index is not None:
+            trip = self.round_trips[index]
+            self.round_trips[index] = msgspec.structs.replace(
+                trip, fees=trip.fees + amendment.fee, realized_pnl=trip.realized_pnl - amendment.fee
+            )
 
     def _current_watch(self) -> Watch:
         if self._watch is None:

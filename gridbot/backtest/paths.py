@@ -56,8 +56,8 @@ class Segment(Protocol):
         """The lowest and the highest price of the segment."""
         ...
 
-    def turns(self) -> Sequence[Decimal]:
-        """The prices at the ends of the runs, in order (where the path turns): the drawdown's sample points."""
+    def turns(self) -> Sequence[int]:
+        """The prints at the ends of the runs, in order (where the path turns): the drawdown's sample points."""
         ...
 
 
@@ -93,8 +93,8 @@ class BarSegment:
     def extremes(self) -> tuple[Decimal, Decimal]:
         return self.path.bar.low, self.path.bar.high
 
-    def turns(self) -> Sequence[Decimal]:
-        return self.path.verts
+    def turns(self) -> Sequence[int]:
+        return self.path.idx
 
 
 class PrintSegment:
@@ -124,8 +124,8 @@ class PrintSegment:
         prices = [p.price for p in self.prints]
         return min(prices), max(prices)
 
-    def turns(self) -> Sequence[Decimal]:
-        return [p.price for p in self.prints]
+    def turns(self) -> Sequence[int]:
+        return range(self.n)
 
 
 # --------------------------------------------------------------------------------------------- bar models

@@ -110,8 +110,12 @@ def build(
     specific = Accounting(realized=ZERO)
     for trip in outcome.round_trips:
         specific.book(_year(trip.closed_ts_ns), trip.realized_pnl)
+    # Round trips already carry the commissions that came after they closed (the engine amends them as the
+    # statekeeper's journal does); an amendment of a round trip before this run would be the only rest.
+    booked = {t.buy_key for t in outcome.round_trips} | {t.sell_key for t in outcome.round_trips}
     for amendment in outcome.amendments:
-        specific.book(_year(tracker.last_ns), -amendment.fee)
+        if amendment.key not in booked:
+            specific.book(_year(tracker.last_ns), -amendment.fee)
     specific.unrealized = unrealized
     counters = outcome.broker.counters
     return Report(

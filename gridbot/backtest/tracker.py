@@ -104,24 +104,22 @@ class Tracker:
 
     def mark(self, ts: int, price: Decimal) -> None:
         """The path passed ``price`` at ``ts`` with the current holdings."""
-        self.pass_prices((price,), ts)
+        self.pass_prices(((ts, price),))
 
-    def pass_prices(self, prices: Sequence[Decimal], ts: int) -> None:
-        """The path passed ``prices`` in this order, ending at ``ts``, with the current holdings; the plot's series
-        keeps the last of them only."""
+    def pass_prices(self, marks: Sequence[tuple[int, Decimal]]) -> None:
+        """The path passed these (time, price) points in order with the current holdings; the plot's series keeps
+        the last one only."""
         if self.first_ns is None:
-            self.first_ns = ts
-            self._since_ns = ts
-            self._peak_ns = ts
+            self.first_ns = self._since_ns = self._peak_ns = marks[0][0]
         constant, shares = self._constant, self._shares
         equity = constant
-        for price in prices:
+        for ts, price in marks:
             equity = constant + shares * price
             if equity > self._peak:
                 self._peak, self._peak_ns = equity, ts
             elif self._peak - equity > self.drawdown.amount:
                 self.drawdown = Drawdown(self._peak - equity, self._peak_ns, ts, self._peak)
-        price = prices[-1]
+        ts, price = marks[-1]
         self.last_ns = ts
         self.last_price = price
         s = self.series
