@@ -7,6 +7,7 @@ shortest repr (``97.03`` -> ``Decimal('97.03')``), never through binary arithmet
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from proto.messages import ExecutionInfo, OpenOrderInfo, PositionInfo, Side
 # IB's UNSET_DOUBLE is 1.7976931348623157e308; anything this large is "no value".
 _UNSET_ABOVE = 1e300
 CENT = Decimal("0.01")
+_LOG_PREFIX = re.compile(r"^(?:Error|Warning) -?\d+, reqId -?\d+: ")
 _SIDES: dict[str, Side] = {"BUY": "BUY", "BOT": "BUY", "SELL": "SELL", "SLD": "SELL"}
 
 
@@ -98,7 +100,8 @@ def last_error(trade: Any) -> tuple[int, str]:
     for entry in reversed(trade.log or []):
         code = getattr(entry, "errorCode", 0) or 0
         if code:
-            return int(code), str(entry.message)
+            # The library prefixes IB's text ("Error 201, reqId 5: ..."); keep IB's own words.
+            return int(code), _LOG_PREFIX.sub("", str(entry.message), count=1)
         # Only the most recent entries matter: an older error was already seen.
         break
     return 0, ""
