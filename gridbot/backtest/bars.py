@@ -5,8 +5,8 @@ The layout is detected from the header (names matched case-insensitively):
 - time: ``Datetime``/``datetime``, ``timestamp``, ``t``, ``date`` (first found in that order). ISO 8601 times (a
   date alone means a daily bar), or epoch seconds / milliseconds. A time without an offset is in ``tz`` (UTC unless
   the caller says otherwise); one with an offset is converted;
-- prices: ``open``/``o``, ``high``/``h``, ``low``/``l``, ``close``/``c``; volume: ``volume``/``v`` (decimals like
-  ``443724.0`` are whole numbers); any other column (symbol, vwap, trade_count, ...) is ignored.
+- prices: ``open``/``o``, ``high``/``h``, ``low``/``l``, ``close``/``c``; volume: ``volume``/``v`` (fractions, as split-
+  adjusted files have, are rounded); any other column (symbol, vwap, trade_count, ...) is ignored.
 
 The bar length is the shortest gap between two bars (60 s minute bars, 3600 s hourly bars, a day or more for daily
 bars) unless given. Files may be plain or gzipped (``.gz``). Prices are kept exactly as written here; the backtest
@@ -21,7 +21,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -163,9 +163,11 @@ def _rows(path: Path, tz: tzinfo) -> Iterator[tuple[int, date, bool, Bar, str]]:
                 raise BarDataError(f"{where}: prices must be positive numbers, row was {row!r}")
             if not (low <= o <= h and low <= c <= h):
                 raise BarDataError(f"{where}: low must be <= open and close <= high, row was {row!r}")
-            if not (volume.is_finite() and volume >= 0 and volume == volume.to_integral_value()):
-                raise BarDataError(f"{where}: volume must be a whole number of shares >= 0, was {row[v_col]!r}")
-            yield ts, day, date_only, Bar(ts, o, h, low, c, int(volume)), where
+            if not (volume.is_finite() and volume >= 0):
+                raise BarDataError(f"{where}: volume must be a number of shares >= 0, was {row[v_col]!r}")
+            # Split-adjusted files have fractional volumes; the backtest only shares a bar's volume out over prints.
+            shares = int(volume.to_integral_value(rounding=ROUND_HALF_UP))
+            yield ts, day, date_only, Bar(ts, o, h, low, c, shares), where
 
 
 def load(path: Path | str, tz: str = "UTC", timeframe: str | None = None) -> BarData:
