@@ -65,6 +65,7 @@ class Broker(_Section, frozen=True):
     immediate_order_timeout: float
     ack_timeout: float
     max_live_buys: int
+    probe_interval: float
 
 
 class Feed(_Section, frozen=True):

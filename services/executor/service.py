@@ -187,6 +187,8 @@ class Executor:
         self._pace_until = 0.0
         self._pace_pause = PACING_PAUSE_S
         self._client_id_alerted = False
+        # Why we are closing the connection ourselves, for the BrokerDisconnected the library's event triggers.
+        self._closing_reason = ""
         # PlaceOrder commands being carried out, by key: repeats wait for the first one's reply.
         self._inflight: dict[str, asyncio.Future[Message]] = {}
         # The reply a PlaceOrder is waiting for (acknowledged, rejected, ...), by key.
@@ -233,7 +235,7 @@ class Executor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self.ib.isConnected():
-            self.ib.disconnect()
+            self._close_connection("the executor is stopping")
         await self.server.close()
         await self.statekeeper.close()
         await self.subscriber.close()
@@ -290,10 +292,39 @@ class Executor:
                 await asyncio.sleep(delay)
                 continue
             self.backoff.reset()
-            await self._lost.wait()
+            await self._watch_connection()
             delay = self.backoff.next()
             log.info("reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
+
+    async def _watch_connection(self) -> None:
+        """Return when the connection is lost; probe it every ``broker.probe_interval`` meanwhile.
+
+        A socket can die without a close (a NAT, a frozen TWS): then no event ever comes, and the executor would
+        wait for ever. A ``reqCurrentTime`` not answered within ``broker.connect_timeout`` ends the connection,
+        and the loop makes a new one.
+        """
+        interval = self.cfg.broker.probe_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.cfg.broker.connect_timeout)
+            except (TimeoutError, ConnectionError) as e:
+                if self._lost.is_set():
+                    return
+                log.warning(
+                    "IB did not answer a liveness probe within %.1f s (%s): the connection is dead; reconnecting",
+                    self.cfg.broker.connect_timeout,
+                    type(e).__name__,
+                )
+                self._close_connection(
+                    f"no answer to a liveness probe within {self.cfg.broker.connect_timeout:g} s (dead connection)"
+                )
+                return
 
     async def _connect(self) -> None:
         broker = self.cfg.broker
@@ -348,10 +379,17 @@ class Executor:
         self._mark_disconnected("connect failed", announce=False)
 
     def _on_disconnected(self) -> None:
-        self._mark_disconnected(
-            "socket closed by TWS / IB Gateway (drop, restart or clientId in use)", announce=True
-        )
+        reason = self._closing_reason or "socket closed by TWS / IB Gateway (drop, restart or clientId in use)"
+        self._closing_reason = ""
+        self._mark_disconnected(reason, announce=True)
         self._lost.set()
+
+    def _close_connection(self, reason: str) -> None:
+        """Drop the IB connection ourselves; the connection loop then makes a new one."""
+        self._closing_reason = reason
+        if self.ib.isConnected():
+            self.ib.disconnect()
+        self._on_disconnected()
 
     def _mark_disconnected(self, reason: str, *, announce: bool) -> None:
         was_connected = self.connected
@@ -934,8 +972,7 @@ class Executor:
             await self._sync("1101 restored, data lost")
         except (TimeoutError, ConnectFailed, ConnectionError) as e:
             log.warning("resync after 1101 failed (%s); reconnecting", e)
-            if self.ib.isConnected():
-                self.ib.disconnect()
+            self._close_connection(f"resync after 1101 failed: {e}")
 
     # ============================================================================================ monitoring
 

@@ -114,6 +114,59 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
     return int(proc.returncode)
 
 
+class FreezableProxy:
+    """A TCP relay between the executor and the broker that can go silent, as a dead network path does.
+
+    ``freeze()`` cuts every current connection in a way the executor cannot see: its socket stays open and
+    nothing more arrives on it, while the broker's side is closed (the broker notices, as TWS eventually does).
+    New connections relay normally.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        frozen = [False]
+        self._pairs.append((client_w, broker_w, frozen))
+        for reader, writer in ((client_r, broker_w), (broker_r, client_w)):
+            task = asyncio.create_task(self._relay(reader, writer, frozen))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frozen: list[bool]) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not frozen[0]:
+                    writer.write(data)
+        except (ConnectionError, OSError):
+            pass
+        if not frozen[0]:
+            writer.close()
+
+    def freeze(self) -> None:
+        for _client_w, broker_w, frozen in self._pairs:
+            frozen[0] = True
+            broker_w.close()
+        self._pairs.clear()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class Bench:
     """One broker, one bus, one executor (restartable), and the test's sockets; ``async with Bench(...)``."""
 
@@ -125,6 +178,7 @@ class Bench:
         broker_args: list[str] | None = None,
         broker: dict[str, Any] | None = None,
         strategy: dict[str, Any] | None = None,
+        proxy: bool = False,
     ) -> None:
         self.tmp = tmp
         self.lib = lib
@@ -132,6 +186,8 @@ class Bench:
         self.broker_overrides = broker or {}
         self.strategy_overrides = strategy or {}
         self.events: list[Envelope] = []
+        self.use_proxy = proxy
+        self.proxy: FreezableProxy | None = None
         self.executor: subprocess.Popen[Any] | None = None
         self.executor_log = tmp / "executor.log"
         self.broker_log = tmp / "broker.log"
@@ -154,6 +210,9 @@ class Bench:
         self.control_pub = Publisher(self.ctx, self.forwarder.xsub_endpoint, "statekeeper", heartbeat_interval=0.2)
         self._collector = asyncio.create_task(self._collect())
         self.broker = BrokerProcess(self.tmp / "broker-state", self.broker_log, self.env, self.broker_args)
+        if self.use_proxy:
+            self.proxy = FreezableProxy(self.broker.port)
+            await self.proxy.start()
         self._write_config()
         return self
 
@@ -161,6 +220,8 @@ class Bench:
         if self.executor is not None:
             stop(self.executor)
         self.broker.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
         self._collector.cancel()
         await asyncio.gather(self._collector, return_exceptions=True)
         await self.client.close()
@@ -173,7 +234,7 @@ class Bench:
 
     def _write_config(self) -> None:
         broker = {
-            "port": self.broker.port,
+            "port": self.proxy.port if self.proxy is not None else self.broker.port,
             "client_id": CLIENT_ID,
             "reconnect_initial": 0.2,
             "reconnect_max": 1.0,

@@ -114,6 +114,24 @@ def test_socket_drop_reconnects_with_the_same_client_id_and_keeps_the_live_order
     run(scenario())
 
 
+def test_a_silently_dead_connection_is_found_by_the_probe_and_made_again(tmp_path: Path, lib: str) -> None:
+    async def scenario() -> None:
+        overrides = {"probe_interval": 0.3, "connect_timeout": 1.0}
+        async with Bench(tmp_path, lib, broker=overrides, proxy=True) as b:
+            await b.start_executor()
+            await hold_a_lot_with_a_live_sell(b)
+            assert b.proxy is not None
+            b.proxy.freeze()  # no close, no error: the executor's socket just goes quiet
+            disconnected = await b.wait_event(BrokerDisconnected, timeout=10)
+            assert "liveness probe" in disconnected.reason
+            await b.wait_connected(count=2, timeout=15)
+            again = await b.request(sell(SELL_KEY, "101.00"))
+            assert isinstance(again, CommandDuplicate) and again.status == "Submitted"
+            assert len(await b.broker_orders(SELL_KEY)) == 1
+
+    run(scenario())
+
+
 def test_killed_right_after_place_order_and_restarted_does_not_place_it_again(tmp_path: Path, lib: str) -> None:
     key = "tqgrid1 c7 L2 BUY"
     command = buy(key, "97.03", trigger="97.03")
