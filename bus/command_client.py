@@ -11,7 +11,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from bus.sockets import async_socket, sync_view
+from bus.sockets import async_socket, send_nowait
 from proto.codec import DecodeError, decode, encode
 from proto.envelope import SCHEMA_VERSION, CommandHeader
 from proto.messages import Message
@@ -81,7 +81,6 @@ class CommandClient:
         self._socket = async_socket(ctx, zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
-        self._send_socket = sync_view(self._socket)
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as e:
@@ -177,7 +176,7 @@ class CommandClient:
             if self._socket.closed:
                 raise CommandError(f"command client {self.sender} to {self.endpoint} is closed")
             try:
-                self._send_socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                send_nowait(self._socket, frames)
                 self.sent += 1
                 return
             except zmq.Again:

@@ -13,7 +13,7 @@ import zmq
 import zmq.asyncio
 
 from bus.reply_cache import DEFAULT_CACHE_SIZE, ReplyCache
-from bus.sockets import async_socket, sync_view
+from bus.sockets import async_socket, send_nowait
 from proto.codec import DecodeError, decode, encode
 from proto.envelope import SCHEMA_VERSION, CommandHeader
 from proto.messages import CommandRejected, Message
@@ -64,7 +64,6 @@ class CommandServer:
         self._reader: asyncio.Task[None] | None = None
         self._socket = async_socket(ctx, zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._send_socket = sync_view(self._socket)
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as e:
@@ -185,7 +184,7 @@ class CommandServer:
             return
         header = CommandHeader(self.name, request.command_id, SCHEMA_VERSION, time.time_ns(), request.attempt)
         try:
-            self._send_socket.send_multipart([identity, _encoder.encode(header), encode(reply)], flags=zmq.NOBLOCK)
+            send_nowait(self._socket, [identity, _encoder.encode(header), encode(reply)])
         except zmq.ZMQError as e:
             # The client is gone or its queue is full: its retry will be answered from the cache.
             log.warning("command server %s: could not reply to %s: %s", self.name, request.command_id, e)

@@ -7,7 +7,8 @@ Subscriber sees the jump in sequence numbers and resynchronises (docs/bus.md, "W
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -38,6 +39,23 @@ def async_socket(ctx: zmq.Context[Any] | None, socket_type: int) -> zmq.asyncio.
 def sync_view(sock: zmq.asyncio.Socket) -> zmq.Socket[bytes]:
     """A plain socket sharing ``sock``'s ZeroMQ socket, for non-blocking sends and drains without a Future each.
 
-    It is the same socket, so it must be used on the thread of the event loop, like ``sock`` itself.
+    It is the same socket, so it must be used on the thread of the event loop, like ``sock`` itself. Never send
+    through it on a socket that a coroutine is also awaiting a receive on: see :func:`send_nowait`.
     """
     return zmq.Socket.shadow(sock.underlying)
+
+
+def send_nowait(sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    """Send ``frames`` without blocking through the asyncio socket; raise zmq.Again / ZMQError as a plain send would.
+
+    ZeroMQ's file descriptor is edge-triggered: any operation on the socket may consume the wake-up that a pending
+    ``await recv_multipart()`` is waiting for. A send through the asyncio socket re-checks the socket's events for
+    waiting receivers afterwards; a send through :func:`sync_view` does not, and replies that had already arrived
+    sat unread for seconds (seen in the executor under load). So DEALER/ROUTER sockets send through here.
+    """
+    # pyzmq returns an asyncio Future, already resolved unless earlier sends are still waiting (never, here).
+    future = cast("asyncio.Future[object]", sock.send_multipart(frames, flags=zmq.NOBLOCK))
+    if future.done():
+        error = future.exception()
+        if error is not None:
+            raise error
