@@ -27,6 +27,9 @@ from sim.stream.server import StreamServer
 KEY, SECRET = "TESTKEY", "TESTSECRET"
 SYMBOL = "TQQQ"
 ALPACA_LOGGER = "alpaca.data.live.websocket"
+# How long a test waits for something that should happen at once. It only costs time when the thing never happens,
+# so it is sized for a 2-core CI machine running other tests' processes too, where a login can take seconds.
+EVENT_TIMEOUT = 15.0
 
 
 class LogRecorder(logging.Handler):
@@ -137,12 +140,12 @@ class AlpacaClient:
         self.stop()
 
 
-async def take(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
+async def take(q: queue.Queue[Any], n: int, timeout: float = EVENT_TIMEOUT) -> list[Any]:
     """Read ``n`` items from ``q`` (in a worker thread: the loop keeps serving) or fail after ``timeout`` s."""
     return await asyncio.to_thread(take_sync, q, n, timeout)
 
 
-def take_sync(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
+def take_sync(q: queue.Queue[Any], n: int, timeout: float = EVENT_TIMEOUT) -> list[Any]:
     """Read ``n`` items from ``q``, blocking (no loop runs in this thread), or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     out = []
@@ -154,7 +157,7 @@ def take_sync(q: queue.Queue[Any], n: int, timeout: float = 5.0) -> list[Any]:
     return out
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+async def until(condition: Callable[[], bool], timeout: float = EVENT_TIMEOUT, what: str = "condition") -> None:
     """Wait on the running loop until ``condition()`` holds, or fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -176,6 +179,6 @@ def subscribed(server: StreamServer, n: int = 1, channel: str = "trades") -> Cal
     return lambda: sum(SYMBOL in c.session.subscriptions[channel] for c in server.clients()) >= n
 
 
-def run(coro: Any, timeout: float = 30.0) -> Any:
+def run(coro: Any, timeout: float = 90.0) -> Any:
     """Run a test scenario on a fresh loop with an overall timeout (a hang fails instead of hanging)."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

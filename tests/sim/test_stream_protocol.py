@@ -13,13 +13,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sim.market.prints import NS_PER_SECOND, Print
 from sim.stream.server import StreamServer
-from tests.sim.stream_helpers import KEY, SECRET, run, start_stream, until
+from tests.sim.stream_helpers import EVENT_TIMEOUT, KEY, SECRET, run, start_stream, until
 
 T0 = 1_748_872_800_000_000_000
 AUTH = {"action": "auth", "key": KEY, "secret": SECRET}
 
 
-async def recv(ws: ClientConnection, timeout: float = 2.0) -> list[dict[str, Any]]:
+async def recv(ws: ClientConnection, timeout: float = EVENT_TIMEOUT) -> list[dict[str, Any]]:
     raw = await asyncio.wait_for(ws.recv(), timeout)
     assert isinstance(raw, bytes), "Alpaca frames are binary"
     return msgpack.unpackb(raw)  # msgpack Timestamps (ext -1) stay Timestamps, nanoseconds kept
@@ -150,7 +150,7 @@ def test_sip_needs_an_entitled_key_else_409_and_closed() -> None:
         await recv(ws)
         assert await request(ws, AUTH) == [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 2)
+            await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT)
         free = await login(server, "iex")  # iex and delayed_sip stay open to a free plan
         await free.close()
         await server.stop()
@@ -165,7 +165,7 @@ def test_no_auth_within_the_timeout_gets_404_and_is_closed() -> None:
         await recv(ws)
         assert await recv(ws) == [{"T": "error", "code": 404, "msg": "auth timeout"}]
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 2)
+            await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT)
         await server.stop()
 
     run(scenario())
@@ -208,7 +208,7 @@ def test_garbage_sends_frames_no_client_can_parse_and_the_server_carries_on() ->
         ws = await login(server)
         await request(ws, {"action": "subscribe", "trades": ["TQQQ"]})
         assert server.garbage() == 1
-        frames = [await asyncio.wait_for(ws.recv(), 2) for _ in range(5)]
+        frames = [await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT) for _ in range(5)]
         assert isinstance(frames[1], str)
         with pytest.raises(ValueError):
             msgpack.unpackb(frames[0])

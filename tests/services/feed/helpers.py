@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ PYTHON = sys.executable
 KEY, SECRET = "TESTKEY", "TESTSECRET"
 T0 = 1_748_872_800_000_000_000  # 2025-06-02 14:00:00 UTC
 MS = 1_000_000
+# Waits cost time only when what they wait for never comes, so they are sized for a 2-core CI machine that runs
+# other tests' processes at the same time: there a new Python process that imports alpaca-py, pydantic and pyzmq
+# can take tens of seconds to say its first word, and a reply or a reconnect several seconds.
+START_TIMEOUT = 60.0
+EVENT_TIMEOUT = 20.0
+LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # gridbot.logs: the first 23 characters of every line
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
@@ -47,12 +54,12 @@ class StreamProcess:
             args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             bufsize=1,
         )
-        self.port = json.loads(_readline(self.proc, 10.0, "the stream process"))["port"]
+        self.port = json.loads(_readline(self.proc, START_TIMEOUT, "the stream process"))["port"]
 
     def url(self, feed: str = "iex") -> str:
         return f"ws://127.0.0.1:{self.port}/v2/{feed}"
 
-    def call(self, timeout: float = 10.0, **cmd: Any) -> dict[str, Any]:
+    def call(self, timeout: float = EVENT_TIMEOUT, **cmd: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
@@ -135,12 +142,26 @@ class FeedProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def terminate(self, timeout: float = 5.0) -> tuple[int, float]:
+    def terminate(self, timeout: float = EVENT_TIMEOUT) -> tuple[int, float]:
         """SIGTERM; return (exit code, seconds it took to exit)."""
         start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         code = self.wait(timeout)
         return code, time.monotonic() - start
+
+    def stop_seconds(self) -> float:
+        """How long the feed itself took to stop, by its own log: from "SIGTERM received" to "feed stopped".
+
+        Unlike the time from the signal to the exit, this leaves out the waits for a CPU on a busy machine before
+        the signal is handled and while the interpreter tears down, and keeps the part the feed is responsible for.
+        """
+        stamps = {}
+        for line in self.log().splitlines():
+            for marker in ("SIGTERM received", "feed stopped:"):
+                if marker in line and marker not in stamps:
+                    stamps[marker] = datetime.strptime(line[:23], LOG_TIME_FORMAT)
+        assert len(stamps) == 2, f"the feed's log lacks the stop's start or end:\n{self.log()[-3000:]}"
+        return (stamps["feed stopped:"] - stamps["SIGTERM received"]).total_seconds()
 
     def wait(self, timeout: float) -> int:
         try:

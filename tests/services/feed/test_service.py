@@ -18,9 +18,11 @@ from proto.envelope import Envelope
 from proto.messages import Alert, FeedStatus, Message, Tick
 from services.feed.stream import AlpacaTradeStream
 from tests.services.feed.helpers import (
+    EVENT_TIMEOUT,
     KEY,
     MS,
     SECRET,
+    START_TIMEOUT,
     T0,
     BusForwarder,
     FeedProcess,
@@ -69,9 +71,17 @@ class BusWatcher:
         return len(self.messages(cls))
 
     async def wait_for(
-        self, cls: type[M], check: Callable[[M], bool], timeout: float, what: str, after: int = 0
+        self,
+        cls: type[M],
+        check: Callable[[M], bool],
+        timeout: float,
+        what: str,
+        after: int = 0,
+        log: Callable[[], str] | None = None,
     ) -> M:
-        """The first message of ``cls`` after the first ``after`` ones (received or to come) that passes ``check``."""
+        """The first message of ``cls`` after the first ``after`` ones (received or to come) that passes ``check``.
+
+        ``log`` (e.g. a FeedProcess's) is quoted when the wait fails, to say why."""
         deadline = time.monotonic() + timeout
         seen = after
         while True:
@@ -81,7 +91,8 @@ class BusWatcher:
                     return msg
             seen = len(found)
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; got {found[-5:]}")
+                detail = f"; its log:\n{log()[-3000:]}" if log is not None else ""
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; got {found[-5:]}{detail}")
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
@@ -91,7 +102,7 @@ class BusWatcher:
         self.ctx.term()
 
 
-def run(coro: Any, timeout: float = 60.0) -> Any:
+def run(coro: Any, timeout: float = 100.0) -> Any:  # below pytest's 120 s, so a hang reports where it hung
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
@@ -99,7 +110,7 @@ async def start_feed(tmp_path: Path, forwarder: BusForwarder, url: str, **feed: 
     """The watcher first (so nothing the feed says is missed), then the feed; wait for its first status."""
     watcher = BusWatcher(forwarder.xpub)
     feed_process = FeedProcess(write_config(tmp_path, forwarder, url, **feed))
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + START_TIMEOUT
     while not watcher.messages(FeedStatus):
         if feed_process.proc.poll() is not None or time.monotonic() > deadline:
             feed_process.close()
@@ -109,21 +120,40 @@ async def start_feed(tmp_path: Path, forwarder: BusForwarder, url: str, **feed: 
     return feed_process, watcher
 
 
+# deploy/supervisord.conf gives the feed stopwaitsecs=5 before it kills it.
+SUPERVISORD_STOPWAITSECS = 5.0
+# The feed's own stop: the stream's close, bounded by services.feed.service.STOP_TIMEOUT (1 s), then the last status.
+OWN_STOP_LIMIT_S = 2.0
+
+
+def assert_prompt_stop(feed: FeedProcess, took: float) -> None:
+    """SIGTERM is handled in about a second and the process is gone long before supervisord would kill it.
+
+    The feed's own part is timed by its log; the time from the signal to the exit also holds the waits for a CPU
+    before the signal is handled and while the interpreter tears down, which grow with the machine's load.
+    """
+    own = feed.stop_seconds()
+    assert own < OWN_STOP_LIMIT_S, f"the feed took {own:.2f} s to stop (its log)"
+    assert took < SUPERVISORD_STOPWAITSECS, f"SIGTERM took {took:.2f} s to end the process"
+
+
 def test_ticks_have_continuous_sequence_numbers_and_sigterm_is_clean(
     tmp_path: Path, forwarder: BusForwarder, sim: StreamProcess
 ) -> None:
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url())
         try:
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus")
             before = time.time_ns()
             prices = [f"97.{i:02d}" for i in range(60)]
             await asyncio.to_thread(sim.prints, prices[:30], T0, 10 * MS)
             await asyncio.to_thread(sim.prints, prices[30:], T0 + 300 * MS, 10 * MS)
-            await bus.wait_for(Tick, lambda t: t.seq == 60, 10, "60 ticks")
-            fresh = await bus.wait_for(FeedStatus, lambda s: not s.stale, 5, "a fresh FeedStatus")
+            await bus.wait_for(Tick, lambda t: t.seq == 60, EVENT_TIMEOUT, "60 ticks")
+            fresh = await bus.wait_for(FeedStatus, lambda s: not s.stale, EVENT_TIMEOUT, "a fresh FeedStatus")
             code, took = await asyncio.to_thread(feed.terminate)
-            final = await bus.wait_for(FeedStatus, lambda s: s.reason == "stopped", 5, "the last FeedStatus")
+            final = await bus.wait_for(
+                FeedStatus, lambda s: s.reason == "stopped", EVENT_TIMEOUT, "the last FeedStatus"
+            )
         finally:
             feed.close()
             await bus.close()
@@ -141,7 +171,7 @@ def test_ticks_have_continuous_sequence_numbers_and_sigterm_is_clean(
         assert all(before <= t.receive_ts_ns <= t.ts_ns <= time.time_ns() for t in msgs)  # type: ignore[attr-defined]
         assert fresh.connected and fresh.feed == "iex" and fresh.last_print_age_s is not None
         assert (code, final.connected, final.prints) == (0, False, 60)
-        assert took < 2.0, f"SIGTERM took {took:.2f} s"
+        assert_prompt_stop(feed, took)
 
     run(scenario())
 
@@ -152,15 +182,17 @@ def test_bad_prints_are_dropped_counted_and_reported_never_published(
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url(), jump_band=0.05, jump_confirm=3)
         try:
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus")
             bad = ["97.00", "NaN", "-1", "0", "120.00", "97.01"]
             await asyncio.to_thread(sim.prints, bad, T0, 10 * MS, True)
             await asyncio.to_thread(sim.prints, ["97.02"], T0 - 1000 * MS, MS, True)  # older than the last good
             await asyncio.to_thread(sim.call, cmd="garbage")  # one well-framed trade with bad fields among it
             await asyncio.to_thread(sim.prints, ["97.03"], T0 + 1000 * MS)
-            await bus.wait_for(Tick, lambda t: t.seq == 3, 10, "three good ticks")
-            status = await bus.wait_for(FeedStatus, lambda s: s.dropped == 6, 5, "a FeedStatus counting 6 drops")
-            alert = await bus.wait_for(Alert, lambda a: a.code == "bad_prints", 5, "the bad-prints alert")
+            await bus.wait_for(Tick, lambda t: t.seq == 3, EVENT_TIMEOUT, "three good ticks")
+            status = await bus.wait_for(
+                FeedStatus, lambda s: s.dropped == 6, EVENT_TIMEOUT, "a FeedStatus counting 6 drops"
+            )
+            alert = await bus.wait_for(Alert, lambda a: a.code == "bad_prints", EVENT_TIMEOUT, "the bad-prints alert")
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
             feed.close()
@@ -184,10 +216,12 @@ def test_5000_prints_per_second_reach_a_subscriber_with_no_gap(
     async def scenario() -> dict[str, Any]:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url())
         try:
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus")
             paced = await asyncio.to_thread(sim.call, 30.0, cmd="pace", count=count, rate=5000, price="97.00", ts_ns=T0)
-            await bus.wait_for(Tick, lambda t: t.seq == count, 10, f"{count} ticks")
-            status = await bus.wait_for(FeedStatus, lambda s: s.prints == count, 5, "the status after the burst")
+            await bus.wait_for(Tick, lambda t: t.seq == count, EVENT_TIMEOUT, f"{count} ticks")
+            status = await bus.wait_for(
+                FeedStatus, lambda s: s.prints == count, EVENT_TIMEOUT, "the status after the burst"
+            )
             await asyncio.to_thread(feed.terminate)
         finally:
             feed.close()
@@ -218,20 +252,27 @@ def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
             i += 1
 
     async def scenario() -> None:
-        feed, bus = await start_feed(tmp_path, forwarder, sim.url(), stale_after=0.5, status_interval=5.0)
+        # No periodic status during the test (status_interval 60 s): every status seen is published on a change.
+        feed, bus = await start_feed(tmp_path, forwarder, sim.url(), stale_after=0.5, status_interval=60.0)
         thread = threading.Thread(target=ticker, daemon=True)
         try:
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus")
             thread.start()
-            await bus.wait_for(FeedStatus, lambda s: s.connected and not s.stale, 5, "a fresh FeedStatus")
-            silence_start = time.monotonic()
-            await asyncio.to_thread(sim.call, cmd="silence", seconds=1.5)
-            stale = await bus.wait_for(FeedStatus, lambda s: s.stale, 3, "a stale FeedStatus", bus.mark(FeedStatus))
-            stale_after = time.monotonic() - silence_start
-            fresh = await bus.wait_for(
-                FeedStatus, lambda s: not s.stale, 5, "a fresh FeedStatus again", bus.mark(FeedStatus)
+            await bus.wait_for(
+                FeedStatus, lambda s: s.connected and not s.stale, EVENT_TIMEOUT, "a fresh FeedStatus"
             )
-            recovered_after = time.monotonic() - silence_start
+            silence_start = time.monotonic()
+            # Silent until the test has seen the stale status, however long a busy machine takes to show it.
+            await asyncio.to_thread(sim.call, cmd="silence", seconds=60.0)
+            stale = await bus.wait_for(
+                FeedStatus, lambda s: s.stale, EVENT_TIMEOUT, "a stale FeedStatus", bus.mark(FeedStatus), feed.log
+            )
+            stale_after = time.monotonic() - silence_start
+            before_recovery = bus.mark(FeedStatus)
+            await asyncio.to_thread(sim.call, cmd="silence", seconds=0.0)  # the ticker's prints flow again
+            fresh = await bus.wait_for(
+                FeedStatus, lambda s: not s.stale, EVENT_TIMEOUT, "a fresh FeedStatus again", before_recovery, feed.log
+            )
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
             stop_ticking.set()
@@ -240,10 +281,10 @@ def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
             await bus.close()
 
         assert stale.connected and stale.reason == "no print for more than 0.5 s"
-        assert stale.last_print_age_s is not None and stale.last_print_age_s >= 0.5
-        # Published when it turned stale (status_interval is 5 s here, so not by the periodic timer).
-        assert 0.2 <= stale_after < 1.4
-        assert 1.4 <= recovered_after < 3.0 and fresh.connected
+        assert stale_after >= 0.2  # not before the threshold
+        # Published when it turned stale: the feed's own clock says the last print was just over 0.5 s old then.
+        assert stale.last_print_age_s is not None and 0.5 <= stale.last_print_age_s < 1.4
+        assert fresh.connected and fresh.prints > stale.prints  # fresh again because prints came back
         assert code == 0
 
     run(scenario())
@@ -255,16 +296,17 @@ def test_a_dropped_stream_is_reported_and_the_feed_reconnects(
     async def scenario() -> None:
         feed, bus = await start_feed(tmp_path, forwarder, sim.url())
         try:
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus")
             await asyncio.to_thread(sim.call, cmd="drop")
             down = await bus.wait_for(
-                FeedStatus, lambda s: not s.connected, 5, "a disconnected FeedStatus", bus.mark(FeedStatus)
+                FeedStatus, lambda s: not s.connected, EVENT_TIMEOUT, "a disconnected FeedStatus", bus.mark(FeedStatus)
             )
             await bus.wait_for(
-                FeedStatus, lambda s: s.connected, 10, "a connected FeedStatus after the drop", bus.mark(FeedStatus)
+                FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "a connected FeedStatus after the drop",
+                bus.mark(FeedStatus),
             )
             await asyncio.to_thread(sim.prints, ["97.00"])
-            tick = await bus.wait_for(Tick, lambda t: True, 5, "a tick after the reconnect")
+            tick = await bus.wait_for(Tick, lambda t: True, EVENT_TIMEOUT, "a tick after the reconnect")
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
             feed.close()
@@ -282,8 +324,12 @@ def test_a_refused_key_raises_an_alert_naming_the_cause(tmp_path: Path, forwarde
         config.write_text(config.read_text().replace(f'api_secret = "{SECRET}"', 'api_secret = "WRONG"'))
         feed = FeedProcess(config)
         try:
-            alert = await watcher.wait_for(Alert, lambda a: a.code == "stream_refused_402", 15, "the 402 alert")
-            status = await watcher.wait_for(FeedStatus, lambda s: "402" in s.reason, 5, "a FeedStatus saying 402")
+            alert = await watcher.wait_for(
+                Alert, lambda a: a.code == "stream_refused_402", START_TIMEOUT, "the 402 alert", log=feed.log
+            )
+            status = await watcher.wait_for(
+                FeedStatus, lambda s: "402" in s.reason, EVENT_TIMEOUT, "a FeedStatus saying 402", log=feed.log
+            )
             code, took = await asyncio.to_thread(feed.terminate)
             log = feed.log()
         finally:
@@ -291,7 +337,8 @@ def test_a_refused_key_raises_an_alert_naming_the_cause(tmp_path: Path, forwarde
             await watcher.close()
         assert alert.severity == "critical" and "APCA_API_KEY_ID" in alert.text
         assert not status.connected and status.stale
-        assert code == 0 and took < 2.0
+        assert code == 0
+        assert_prompt_stop(feed, took)
         assert "WRONG" not in log and SECRET not in log  # keys are never logged
 
     run(scenario())
@@ -311,11 +358,13 @@ def test_a_second_connection_with_the_same_key_raises_a_406_alert(
         feed = None
         watcher = BusWatcher(forwarder.xpub)
         try:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + EVENT_TIMEOUT
             while not await asyncio.to_thread(sim.subscribed_clients):
                 assert time.monotonic() < deadline, "the first client did not subscribe"
             feed = FeedProcess(write_config(tmp_path, forwarder, sim.url()))
-            alert = await watcher.wait_for(Alert, lambda a: a.code == "stream_refused_406", 15, "the 406 alert")
+            alert = await watcher.wait_for(
+                Alert, lambda a: a.code == "stream_refused_406", START_TIMEOUT, "the 406 alert", log=feed.log
+            )
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
             if feed is not None:
@@ -335,8 +384,8 @@ def test_409_is_fatal_with_an_alert(tmp_path: Path, forwarder: BusForwarder) -> 
         watcher = BusWatcher(forwarder.xpub)
         feed = FeedProcess(write_config(tmp_path, forwarder, sim.url("sip"), feed="sip"))
         try:
-            code = await asyncio.to_thread(feed.wait, 10.0)
-            alert = await watcher.wait_for(Alert, lambda a: a.code == "feed_fatal", 5, "the fatal alert")
+            code = await asyncio.to_thread(feed.wait, START_TIMEOUT)
+            alert = await watcher.wait_for(Alert, lambda a: a.code == "feed_fatal", EVENT_TIMEOUT, "the fatal alert")
         finally:
             feed.close()
             await watcher.close()
@@ -356,11 +405,13 @@ def test_a_stream_that_is_not_up_yet_is_found_when_it_comes_up(tmp_path: Path, f
         feed, bus = await start_feed(tmp_path, forwarder, f"ws://127.0.0.1:{port}/v2/iex")
         sim = None
         try:
-            down = await bus.wait_for(FeedStatus, lambda s: "cannot connect" in s.reason, 10, "a failed connect")
+            down = await bus.wait_for(
+                FeedStatus, lambda s: "cannot connect" in s.reason, EVENT_TIMEOUT, "a failed connect"
+            )
             sim = await asyncio.to_thread(StreamProcess, False, port)
-            await bus.wait_for(FeedStatus, lambda s: s.connected, 10, "the connect once the stream is up")
+            await bus.wait_for(FeedStatus, lambda s: s.connected, EVENT_TIMEOUT, "the connect once the stream is up")
             await asyncio.to_thread(sim.prints, ["97.00"])
-            tick = await bus.wait_for(Tick, lambda t: True, 5, "a tick")
+            tick = await bus.wait_for(Tick, lambda t: True, EVENT_TIMEOUT, "a tick")
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
             feed.close()

@@ -13,7 +13,7 @@ import pytest
 
 from services.feed.convert import MalformedTrade, trade_from_raw
 from services.feed.stream import AlpacaTradeStream, error_code, stream_url
-from tests.services.feed.helpers import KEY, MS, SECRET, T0, StreamProcess
+from tests.services.feed.helpers import EVENT_TIMEOUT, KEY, MS, SECRET, T0, StreamProcess
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.01)
 
 
-def run(coro: Any, timeout: float = 30.0) -> Any:
+def run(coro: Any, timeout: float = 90.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
@@ -76,11 +76,11 @@ def test_trades_arrive_in_order_with_their_fields_and_nanoseconds(sim: StreamPro
         rec = Recorder()
         stream = make_stream(rec, sim.url())
         stream.start()
-        await until(lambda: rec.count("connected") == 1, 5, "the login")
-        await until(sim.subscribed_clients, 5, "the subscription")
+        await until(lambda: rec.count("connected") == 1, EVENT_TIMEOUT, "the login")
+        await until(sim.subscribed_clients, EVENT_TIMEOUT, "the subscription")
         prices = [f"97.{i:02d}" for i in range(40)]
         await asyncio.to_thread(sim.prints, prices, T0 + 123_456_789, 7 * MS)
-        await until(lambda: len(rec.trades) == 40, 5, "40 trades")
+        await until(lambda: len(rec.trades) == 40, EVENT_TIMEOUT, "40 trades")
         await stream.stop(1.0)
 
         trades = [trade_from_raw(raw) for raw in rec.trades]
@@ -98,15 +98,15 @@ def test_a_server_side_drop_reconnects_and_resubscribes(sim: StreamProcess) -> N
         rec = Recorder()
         stream = make_stream(rec, sim.url())
         stream.start()
-        await until(sim.subscribed_clients, 5, "the subscription")
+        await until(sim.subscribed_clients, EVENT_TIMEOUT, "the subscription")
         await asyncio.to_thread(sim.prints, ["97.00"])
-        await until(lambda: len(rec.trades) == 1, 5, "the first trade")
+        await until(lambda: len(rec.trades) == 1, EVENT_TIMEOUT, "the first trade")
 
         assert (await asyncio.to_thread(sim.call, cmd="drop"))["dropped"] == 1
-        await until(lambda: rec.count("connected") == 2, 10, "the reconnect")
-        await until(sim.subscribed_clients, 5, "the new subscription")
+        await until(lambda: rec.count("connected") == 2, EVENT_TIMEOUT, "the reconnect")
+        await until(sim.subscribed_clients, EVENT_TIMEOUT, "the new subscription")
         await asyncio.to_thread(sim.prints, ["97.01"], T0 + 1000 * MS)
-        await until(lambda: len(rec.trades) == 2, 5, "a trade after the reconnect")
+        await until(lambda: len(rec.trades) == 2, EVENT_TIMEOUT, "a trade after the reconnect")
         await stream.stop(1.0)
 
         lost = [e for e in rec.events if e[0] == "lost"]
@@ -121,7 +121,7 @@ def test_a_wrong_secret_is_refused_with_402_and_retried(sim: StreamProcess) -> N
         rec = Recorder()
         stream = make_stream(rec, sim.url(), secret="WRONG")
         stream.start()
-        await until(lambda: rec.count("refused") >= 2, 10, "two refusals (alpaca-py retries)")
+        await until(lambda: rec.count("refused") >= 2, EVENT_TIMEOUT, "two refusals (alpaca-py retries)")
         await stream.stop(1.0)
         assert rec.events[0] == ("refused", 402, "auth failed")
         assert rec.count("connected") == 0
@@ -134,10 +134,10 @@ def test_a_second_connection_with_the_same_key_is_refused_with_406(sim: StreamPr
         first, second = Recorder(), Recorder()
         one = make_stream(first, sim.url())
         one.start()
-        await until(lambda: first.count("connected") == 1, 5, "the first login")
+        await until(lambda: first.count("connected") == 1, EVENT_TIMEOUT, "the first login")
         two = make_stream(second, sim.url())
         two.start()
-        await until(lambda: second.count("refused") >= 1, 5, "the second login's refusal")
+        await until(lambda: second.count("refused") >= 1, EVENT_TIMEOUT, "the second login's refusal")
         await two.stop(1.0)
         await one.stop(1.0)
         assert second.events[0] == ("refused", 406, "connection limit exceeded")
@@ -154,7 +154,7 @@ def test_409_ends_the_stream_by_itself() -> None:
             rec = Recorder()
             stream = make_stream(rec, sim.url("sip"))
             task = stream.start()
-            await asyncio.wait_for(asyncio.shield(task), 5)
+            await asyncio.wait_for(asyncio.shield(task), EVENT_TIMEOUT)
             assert rec.events == [("refused", 409, "insufficient subscription")]
             await stream.stop(1.0)
 
@@ -168,12 +168,12 @@ def test_garbage_frames_are_survived_and_reported(sim: StreamProcess) -> None:
         rec = Recorder()
         stream = make_stream(rec, sim.url())
         stream.start()
-        await until(sim.subscribed_clients, 5, "the subscription")
+        await until(sim.subscribed_clients, EVENT_TIMEOUT, "the subscription")
         await asyncio.to_thread(sim.call, cmd="garbage")
-        await until(lambda: rec.count("fault") >= 3, 5, "the unreadable frames")
+        await until(lambda: rec.count("fault") >= 3, EVENT_TIMEOUT, "the unreadable frames")
         await asyncio.to_thread(sim.prints, ["97.00", "97.01"])
         # The sim's garbage includes one well-framed trade with bad fields: it reaches the handler first.
-        await until(lambda: len(rec.trades) == 3, 5, "the bad trade and two good ones")
+        await until(lambda: len(rec.trades) == 3, EVENT_TIMEOUT, "the bad trade and two good ones")
         await stream.stop(1.0)
 
         with pytest.raises(MalformedTrade):
@@ -189,11 +189,11 @@ def test_a_silent_socket_is_dropped_after_data_timeout_and_reconnected(sim: Stre
         rec = Recorder()
         stream = make_stream(rec, sim.url(), data_timeout=0.5)
         stream.start()
-        await until(sim.subscribed_clients, 5, "the subscription")
+        await until(sim.subscribed_clients, EVENT_TIMEOUT, "the subscription")
         await asyncio.to_thread(sim.prints, ["97.00"])
-        await until(lambda: len(rec.trades) == 1, 5, "the first trade")
-        await until(lambda: rec.count("lost") >= 1, 5, "the data timeout")
-        await until(lambda: rec.count("connected") >= 2, 5, "the reconnect")
+        await until(lambda: len(rec.trades) == 1, EVENT_TIMEOUT, "the first trade")
+        await until(lambda: rec.count("lost") >= 1, EVENT_TIMEOUT, "the data timeout")
+        await until(lambda: rec.count("connected") >= 2, EVENT_TIMEOUT, "the reconnect")
         await stream.stop(1.0)
         assert "data_timeout" in next(e for e in rec.events if e[0] == "lost")[1]
 
@@ -205,7 +205,7 @@ def test_stop_is_quick_while_idle(sim: StreamProcess) -> None:
         rec = Recorder()
         stream = make_stream(rec, sim.url())
         task = stream.start()
-        await until(lambda: rec.count("connected") == 1, 5, "the login")
+        await until(lambda: rec.count("connected") == 1, EVENT_TIMEOUT, "the login")
         start = time.monotonic()
         await stream.stop(1.0)
         assert task.done()
