@@ -250,6 +250,12 @@ class Executor:
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.positionEvent += self._on_position
+        ib.client.apiStart += self._on_api_start
+
+    def _on_api_start(self) -> None:
+        # The user's requirement, the first request on every connection, before the library's own sync
+        # requests: delayed market data where live data is not subscribed (no error 354).
+        self.ib.reqMarketDataType(DELAYED_MARKET_DATA)
 
     # ============================================================================================ connection
 
@@ -335,8 +341,6 @@ class Executor:
             raise ConnectFailed(f"connect failed: {type(e).__name__}: {e}") from None
         self.connected = True
         self._client_id_alerted = False
-        # The user's requirement, first thing on every connection (delayed data instead of error 354).
-        self.ib.reqMarketDataType(DELAYED_MARKET_DATA)
         self.server_version = int(self.ib.client.serverVersion())
         self.accounts = list(self.ib.managedAccounts())
         contract = self.lib.stock(self.symbol)

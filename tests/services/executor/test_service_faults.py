@@ -110,6 +110,9 @@ def test_socket_drop_reconnects_with_the_same_client_id_and_keeps_the_live_order
             assert len(await b.broker_orders(SELL_KEY)) == 1
             starts = await b.broker_requests("startApi")
             assert [r["fields"][1] for r in starts] == [str(CLIENT_ID)] * 2
+            names = [r["request"] for r in await b.broker_requests()]
+            after_start = [names[i + 1] for i, name in enumerate(names) if name == "startApi"]
+            assert after_start == ["reqMarketDataType"] * 2  # on every connection
 
     run(scenario())
 

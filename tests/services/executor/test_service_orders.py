@@ -45,10 +45,12 @@ def test_connect_asks_delayed_data_first_then_qualifies_and_syncs_everything(tmp
             connected = await b.wait_connected()
             requests = await b.broker_requests()
             names = [r["request"] for r in requests]
-            # The library's own connect sync ends with reqExecutions; the executor's first request comes next.
-            first = names.index("reqExecutions") + 1
-            assert names[first] == "reqMarketDataType" and requests[first]["fields"][-1] == "3"
-            assert names[first + 1 :][:5] == [
+            # The first request after startApi, before the library's own connect sync (positions, orders, ...).
+            assert names[:2] == ["startApi", "reqMarketDataType"] and requests[1]["fields"][-1] == "3"
+            # Then the library's sync, and the executor's own: qualify the symbol, then every order and fill.
+            own = names.index("reqContractDetails")
+            assert names.index("reqExecutions") < own
+            assert names[own:][:5] == [
                 "reqContractDetails",
                 "reqAllOpenOrders",
                 "reqCompletedOrders",
