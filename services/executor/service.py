@@ -574,6 +574,11 @@ class Executor:
         )
 
     async def _cancel_all(self, cmd: CancelAll) -> Message:
+        if not self.connected or not self.synced:
+            return CommandRejected(
+                ts_ns=time.time_ns(),
+                reason="broker disconnected or not yet synced: cancels cannot reach IB now; retry after BrokerConnected",
+            )
         records = self.table.live_grid() + (self.table.live_foreign() if cmd.include_foreign else [])
         refused = {r.key or f"orderId {r.order_id}": self._cancel_refusal(r) for r in records}
         refused = {k: v for k, v in refused.items() if v is not None}
