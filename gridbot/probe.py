@@ -35,6 +35,8 @@ from proto.messages import (
 )
 
 SENDER = "gridbot"
+# Seconds a status listens to the bus at least, however fast the heartbeats (a busy machine delays them).
+MIN_LISTEN = 1.0
 # Seconds between re-sends of a command still unanswered (see ask).
 RESEND_INTERVAL = 0.25
 Target = Literal["statekeeper", "executor"]
@@ -200,7 +202,7 @@ async def listen(cfg: Config, seconds: float, ctx: zmq.asyncio.Context | None = 
 
 def default_listen_seconds(cfg: Config) -> float:
     """Long enough to hear one heartbeat of every running service (they beat every bus.heartbeat_interval)."""
-    return cfg.bus.heartbeat_interval * 1.5
+    return max(cfg.bus.heartbeat_interval * 1.5, MIN_LISTEN)
 
 
 async def gather(cfg: Config, requests: dict[str, tuple[Target, Message]], listen_s: float,

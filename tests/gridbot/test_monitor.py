@@ -173,7 +173,7 @@ def test_the_monitor_follows_the_bus_and_rings_on_a_critical_alert(tmp_path: Pat
 
         def publish_while_it_runs() -> None:
             # Once the monitor has the snapshot, publish an update, a tick and a critical alert.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             while monitor.view.state_seq != 9 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.3)
@@ -182,10 +182,16 @@ def test_the_monitor_follows_the_bus_and_rings_on_a_critical_alert(tmp_path: Pat
                                                            exchange_ts_ns=0, receive_ts_ns=time.time_ns(), seq=1))
             peers.publish("executor", topics.ALERT, Alert(ts_ns=time.time_ns(), severity="critical",
                                                          source="executor", code="broker_lost", text="1100"))
+            # Stop once it has seen all three (or let the duration end it).
+            while time.monotonic() < deadline + 10 and not (
+                monitor.bells and monitor.view.state_seq == 10 and monitor.view.observed.tick is not None
+            ):
+                time.sleep(0.02)
+            monitor.request_stop()
 
         publisher = threading.Thread(target=publish_while_it_runs)
         publisher.start()
-        asyncio.run(asyncio.wait_for(monitor.live(duration=2.5), 15))
+        asyncio.run(asyncio.wait_for(monitor.live(duration=25), 40))
         publisher.join(5)
     finally:
         peers.close()
