@@ -33,10 +33,10 @@ import msgspec
 import zmq.asyncio
 
 import bus
+from gridbot.alerts import AlertSink
 from gridbot.config import Config
 from proto import topics
 from proto.messages import (
-    Alert,
     BrokerConnected,
     BrokerConnectivity,
     BrokerDisconnected,
@@ -151,6 +151,7 @@ class Executor:
         self.window = SendWindow(cfg.broker.max_messages_per_second)
         self.backoff = Backoff(cfg.broker.reconnect_initial, cfg.broker.reconnect_max)
         self.publisher = bus.Publisher(ctx, cfg.bus.xsub, SERVICE, cfg.bus.heartbeat_interval)
+        self.alerts = AlertSink.from_config(cfg, SERVICE, self.publisher)
         self.subscriber = bus.Subscriber(
             ctx,
             cfg.bus.xpub,
@@ -1065,9 +1066,8 @@ class Executor:
             log.error("bus publisher dropped %s on %s (queue full)", type(msg).__name__, topic)
 
     def _alert(self, severity: Severity, code: str, text: str) -> None:
-        self._publish(
-            topics.ALERT, Alert(ts_ns=time.time_ns(), severity=severity, source=SERVICE, code=code, text=text)
-        )
+        # The log, the bus, and for a critical one the operator's alert command (gridbot.alerts).
+        self.alerts.alert(severity, code, text)
 
     def _set_status(self) -> None:
         if not self.connected:
