@@ -119,21 +119,23 @@ class SimulatedBroker:
             return self._place(cmd, now_ns)
         return self._cancel(cmd.key, cmd.reason or "cancelled by the strategy", now_ns)
 
-    def _live_by_key(self) -> dict[str, BrokerOrder]:
-        return {o.order_ref: o for o in self.engine.live.values()}
-
     def _place(self, cmd: PlaceOrder, now_ns: int) -> list[Message]:
-        live = self._live_by_key()
-        if cmd.key in live or cmd.key in self._filled_keys:
+        if cmd.key in self._filled_keys:
             self.counters.duplicates += 1
             return []
-        intent = parse(cmd.key)
-        same_side = [parse(ref) for ref, o in live.items() if o.action == cmd.side and _is_grid(ref)]
-        if any(k.slot == intent.slot for k in same_side):
-            return self._refuse(f"{cmd.key!r}: its slot already has a live order")
+        slot = parse(cmd.key).slot
+        same_side = 0
+        for order in self.engine.live.values():
+            if order.order_ref == cmd.key:
+                self.counters.duplicates += 1
+                return []
+            if order.action == cmd.side and _is_grid(order.order_ref):
+                same_side += 1
+                if parse(order.order_ref).slot == slot:
+                    return self._refuse(f"{cmd.key!r}: its slot already has a live order")
         cap = self.limits.max_live_buys if cmd.side == "BUY" else self.limits.max_live_sells
-        if len(same_side) >= cap:
-            return self._refuse(f"{cmd.key!r}: {len(same_side)} live grid {cmd.side}s already (cap {cap})")
+        if same_side >= cap:
+            return self._refuse(f"{cmd.key!r}: {same_side} live grid {cmd.side}s already (cap {cap})")
         order_id = self._next_order_id
         self._next_order_id += 1
         self._by_order_id[order_id] = cmd.key
@@ -152,7 +154,7 @@ class SimulatedBroker:
         return []
 
     def _cancel(self, key: str, reason: str, now_ns: int) -> list[Message]:
-        order = self._live_by_key().get(key)
+        order = next((o for o in self.engine.live.values() if o.order_ref == key), None)
         if order is None:
             return []
         self._known[order.perm_id].cancel_reason = reason
@@ -172,9 +174,10 @@ class SimulatedBroker:
         """A trade print: the engine's triggers and fills."""
         return self._convert(self.engine.on_print(price, size, now_ns), now_ns)
 
-    def advance(self, now_ns: int) -> list[Message]:
-        """Let time act up to ``now_ns``: the executor's immediate-order timeouts (each at its deadline), then the
-        engine's DAY expiries and session opens."""
+    def timeouts(self, now_ns: int) -> list[Message]:
+        """The executor's immediate-order timeouts due by ``now_ns``, each at its deadline (after the engine's own
+        DAY expiries and session opens up to it). The engine's time up to ``now_ns`` itself moves with the print
+        (``on_print``) or :meth:`advance`."""
         events: list[Message] = []
         for perm, deadline in sorted(self._deadlines.items(), key=lambda item: item[1]):
             if deadline > now_ns:
@@ -185,8 +188,11 @@ class SimulatedBroker:
             if order is not None:
                 self.counters.timed_out += 1
                 events += self._cancel(order.order_ref, IMMEDIATE_TIMEOUT_REASON, deadline)
-        events += self._convert(self.engine.advance(now_ns), now_ns)
         return events
+
+    def advance(self, now_ns: int) -> list[Message]:
+        """Let time act up to ``now_ns`` without a print: timeouts, DAY expiries, session opens."""
+        return self.timeouts(now_ns) + self._convert(self.engine.advance(now_ns), now_ns)
 
     def watch(self, now_ns: int) -> Watch:
         """The prices and the time at which the broker or the executor next has something to do."""

@@ -29,12 +29,13 @@ from decimal import Decimal
 
 import msgspec
 
-from core.ledger import DEFAULT_RULES, FeeAmendment, LedgerRules, step
-from core.strategy import Market, StrategyConfig, decide
+from core.intent import Side, parse
+from core.ledger import FeeAmendment, LedgerRules, step
+from core.strategy import Command, Market, StrategyConfig, decide
 from gridbot.backtest.broker import Limits, SimulatedBroker
 from gridbot.backtest.paths import Segment, Watch, next_hit
 from gridbot.backtest.tracker import Tracker
-from proto.messages import GridState, Message, RoundTrip, Tick
+from proto.messages import GridState, Message, OrderAccepted, OrderCancelled, PlaceOrder, RoundTrip, Tick
 
 # Decision rounds at one print before the loop gives up: each round places or cancels something, and a print
 # that fills the whole ladder needs about a dozen; more means two rules disagree for ever.
@@ -45,11 +46,17 @@ class BacktestError(RuntimeError):
     """The loop cannot go on (a rule that never settles, a split that leaves fractional shares)."""
 
 
+# The ledger's window of recent executions (its duplicate filter for replays and late reports) copied at every
+# event: in-process nothing is replayed or late (a commission follows its execution at once), so a short window
+# gives the same states as the statekeeper's and saves a fifth of the run.
+EXEC_MEMORY = 16
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     strategy: StrategyConfig
     limits: Limits = Limits()
-    ledger: LedgerRules = DEFAULT_RULES
+    ledger: LedgerRules = LedgerRules(exec_memory=EXEC_MEMORY)
     partial_fills: bool = False
     # Look at every print (the slow reference the fast path is tested against).
     every_print: bool = False
@@ -130,7 +137,7 @@ class Backtest:
 
     def _process(self, ts: int, price: Decimal, size: int) -> None:
         self.prints_processed += 1
-        self._apply(self.broker.advance(ts))
+        self._apply(self.broker.timeouts(ts))
         self._apply(self.broker.on_print(price, size, ts))
         self._ticks += 1
         self._tick = Tick(
@@ -165,12 +172,18 @@ class Backtest:
             if not decision.commands:
                 return
             produced = 0
+            plain = not decision.held_back
             for cmd in decision.commands:
                 events = self.broker.execute(cmd, ts)
                 produced += len(events)
+                plain = plain and _plain_outcome(cmd, events)
                 self._apply(events)
             if not produced:
                 # Refused or duplicate: the live strategy would try again later; so does the next print.
+                return
+            if plain and not self.settings.every_print:
+                # Every order was simply accepted and every cancel simply confirmed: the next decision has the same
+                # inputs (lots, anchor, cycle, attempts, fills) and finds the live set equal to the desired one.
                 return
         raise BacktestError(
             f"the strategy did not settle within {MAX_ROUNDS} decisions at {ts} ns; state: {self.state}"
@@ -240,6 +253,20 @@ class Backtest:
             prints_processed=self.prints_processed,
             decisions=self.decisions,
         )
+
+
+def _plain_outcome(cmd: Command, events: list[Message]) -> bool:
+    """True when ``cmd`` had exactly its plain result: a place accepted (not filled), a cancel confirmed with
+    nothing filled (of an order other than a Level 0, whose end starts the next attempt)."""
+    if len(events) != 1:
+        return False
+    event = events[0]
+    if isinstance(cmd, PlaceOrder):
+        return isinstance(event, OrderAccepted)
+    if not isinstance(event, OrderCancelled) or event.filled:
+        return False
+    key = parse(event.key)
+    return not (key.side is Side.BUY and key.level == 0)
 
 
 def _every(watch: Watch) -> Watch:

@@ -21,7 +21,7 @@ from core.prices import parse_factor
 from gridbot import config
 from gridbot.backtest import bars as barfiles
 from gridbot.backtest.broker import Limits
-from gridbot.backtest.engine import BacktestError, Settings
+from gridbot.backtest.engine import EXEC_MEMORY, BacktestError, Settings
 from gridbot.backtest.paths import PathModel
 from gridbot.backtest.report import TRADE_COLUMNS, Report, as_json, as_text, build, trade_rows
 from gridbot.backtest.runner import Plan, play
@@ -116,7 +116,7 @@ def _backtest(args: argparse.Namespace) -> tuple[Report, Series]:
             max_live_sells=cfg.strategy.max_live_sells,
             immediate_timeout_ns=int(cfg.broker.immediate_order_timeout * NS_PER_SECOND),
         ),
-        ledger=LedgerRules(sell_markup=markup),
+        ledger=LedgerRules(sell_markup=markup, exec_memory=EXEC_MEMORY),
         partial_fills=False,
     )
     plan = Plan(
