@@ -61,7 +61,7 @@ def test_sell_filled_while_disconnected_is_published_once_after_reconnect(tmp_pa
             await b.start_executor()
             await hold_a_lot_with_a_live_sell(b)
 
-            await b.control("outage", 1.5)
+            await b.control("outage", 1.0)
             await b.wait_event(BrokerDisconnected)
             refused = await b.request(buy("tqgrid1 c1 L1 BUY", "99.00", trigger="99.00"))
             assert isinstance(refused, CommandRejected) and "disconnected" in refused.reason
@@ -194,7 +194,7 @@ def test_client_id_in_use_raises_an_alert_and_connects_once_it_is_free(tmp_path:
         # A reconnect delay long enough for another program to take the clientId while the executor is away
         # (an executor that starts while the id is taken does the same, but its first alert would race the
         # test's subscription: pub/sub drops what is published before a subscriber has joined).
-        async with Bench(tmp_path, lib, broker={"reconnect_initial": 1.0, "reconnect_max": 1.0, "connect_timeout": 1.0}) as b:
+        async with Bench(tmp_path, lib, broker={"reconnect_initial": 0.6, "reconnect_max": 0.6, "connect_timeout": 1.0}) as b:
             await b.start_executor()
             await b.wait_connected()
             squatter: Any = ib_api.load(lib).new_ib()

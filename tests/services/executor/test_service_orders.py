@@ -208,7 +208,7 @@ def test_immediate_order_not_final_in_time_is_cancelled_with_an_alert(tmp_path: 
     key = "tqgrid1 c1 L0 BUY"
 
     async def scenario() -> None:
-        async with Bench(tmp_path, lib, broker={"immediate_order_timeout": 1.0}) as b:
+        async with Bench(tmp_path, lib, broker={"immediate_order_timeout": 0.5}) as b:
             await b.start_executor()
             await b.control("price", "100.00")
             reply = await b.request(buy(key, "99.00", immediate=True))
