@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "history",
     "reconcile",
     "backtest",
+    "data",
 ]
 
 
