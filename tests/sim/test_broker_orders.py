@@ -14,6 +14,7 @@ import pytest
 
 from tests.sim.broker_harness import (
     LIBS,
+    WAIT,
     BrokerThread,
     ErrorLog,
     client_module,
@@ -52,7 +53,7 @@ def test_connect_sync_and_contract_details(broker: BrokerThread, lib: str) -> No
         mod = client_module(lib)
         ib = mod.IB()
         farm = ErrorLog(ib)
-        await ib.connectAsync("127.0.0.1", broker.port, clientId=17, timeout=3)
+        await ib.connectAsync("127.0.0.1", broker.port, clientId=17, timeout=WAIT)
         assert farm.codes(-1) == [2104, 2106, 2158]
         assert ib.managedAccounts() == ["DU1234567"]
         assert ib.positions() == [] and ib.openTrades() == []
@@ -372,7 +373,7 @@ def test_the_21st_active_order_per_side_is_rejected(broker: BrokerThread, lib: s
         await until(lambda: again.orderStatus.status == "Submitted", "accepted once below the cap")
         ib.disconnect()
 
-    run(scenario(), timeout=30)
+    run(scenario(), timeout=90)
 
 
 def test_global_cancel(broker: BrokerThread, lib: str) -> None:
