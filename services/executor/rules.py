@@ -16,12 +16,13 @@ anything is awaited, so ten identical commands arriving together find the first 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import Enum
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse
 from proto.messages import (
+    ClosePosition,
     ExecutionInfo,
     Message,
     OpenOrderInfo,
@@ -32,6 +33,8 @@ from proto.messages import (
     PlaceOrder,
 )
 
+# The orderRef of the operator's closing order (ClosePosition): deliberately not a grid intent key.
+CLOSE_REF = "gridbot reset: close position"
 # Our own status for a command accepted into the submission queue and not yet handed to IB.
 QUEUED = "Queued"
 # Statuses in which an order can still trade (PendingSubmit and ApiPending are the client library's own, before
@@ -87,6 +90,9 @@ class OrderRecord:
     cancel_sent_ns: int = 0
     # Why the executor itself asked IB to cancel (a timeout, CancelOrder); empty when it did not.
     cancel_reason: str = ""
+    # Placed by this executor (a command), not merely met in IB's reports: only those are watched for timeouts
+    # among the foreign orders (the operator's closing order is one).
+    placed_by_us: bool = False
     # The last error IB reported about this order (0 = none).
     error_code: int = 0
     error_text: str = ""
@@ -288,9 +294,55 @@ class IntentTable:
             condition_price=cmd.condition.price if cmd.condition is not None else None,
             immediate=cmd.immediate,
             created_ns=now_ns,
+            placed_by_us=True,
         )
         self._by_key[cmd.key] = record
         return Submit(record)
+
+    def decide_close(self, cmd: ClosePosition, gate: Gate, position: int, now_ns: int) -> PlaceDecision:
+        """Decide the operator's ClosePosition: one LMT order for the position, even while halted.
+
+        ``position`` is the broker's, just fetched. The order is not a grid order (its orderRef is CLOSE_REF), so
+        it counts against no grid cap and the ledger never takes it for a lot; it is an immediate order.
+        """
+        refusal = replace(gate, halted=False).refusal()
+        if refusal is not None:
+            return Refuse(refusal)
+        if cmd.symbol and cmd.symbol != self.limits.symbol:
+            return Refuse(f"symbol {cmd.symbol!r} is not the grid's symbol {self.limits.symbol!r} (general.symbol)")
+        if cmd.quantity <= 0:
+            return Refuse(f"quantity must be a positive number of shares, was {cmd.quantity}")
+        if not _is_cent_price(cmd.limit):
+            return Refuse(f"limit must be a positive price in whole cents, was {cmd.limit}")
+        covered = position >= cmd.quantity if cmd.side == "SELL" else -position >= cmd.quantity
+        if not covered:
+            return Refuse(
+                f"the broker's position is {position} {self.limits.symbol}: a {cmd.side} of {cmd.quantity} would not "
+                "close it (it changed since it was read); look again and retry"
+            )
+        for record in self._foreign.values():
+            if record.key == CLOSE_REF and record.live:
+                return Refuse(f"a closing order is already working (orderId {record.order_id}, {record.status})")
+        record = OrderRecord(
+            key=CLOSE_REF,
+            side=cmd.side,
+            quantity=cmd.quantity,
+            limit=cmd.limit,
+            symbol=self.limits.symbol,
+            tif="DAY",
+            immediate=True,
+            created_ns=now_ns,
+            placed_by_us=True,
+        )
+        # Entered among the foreign orders under a provisional identity; IB's reports find it by orderId.
+        self._foreign[(0, 0, id(record))] = record
+        return Submit(record)
+
+    def is_current(self, record: OrderRecord) -> bool:
+        """Whether ``record`` is still the table's (not replaced, not withdrawn)."""
+        if record.grid:
+            return self._by_key.get(record.key) is record
+        return any(r is record for r in self._foreign.values())
 
     def _invalid(self, cmd: PlaceOrder, intent: IntentKey) -> str | None:
         if cmd.symbol != self.limits.symbol:
@@ -307,8 +359,13 @@ class IntentTable:
 
     def forget_unsent(self, record: OrderRecord) -> None:
         """Drop a QUEUED record that never reached IB (the queue was flushed), so the key may be placed again."""
-        if self._by_key.get(record.key) is record and record.status == QUEUED:
+        if record.status != QUEUED:
+            return
+        if self._by_key.get(record.key) is record:
             del self._by_key[record.key]
+        for ident, candidate in list(self._foreign.items()):
+            if candidate is record:
+                del self._foreign[ident]
 
     def mark_sent(self, record: OrderRecord, order_id: int, client_id: int, now_ns: int) -> None:
         record.order_id = order_id
@@ -458,7 +515,7 @@ class IntentTable:
             if id(record) not in seen and record.live and record.status != QUEUED:
                 del self._by_key[key]
         for ident, record in list(self._foreign.items()):
-            if id(record) not in seen:
+            if id(record) not in seen and record.status != QUEUED:
                 del self._foreign[ident]
         return events
 
@@ -471,7 +528,8 @@ class IntentTable:
     def overdue(self, now_ns: int, ack_timeout_ns: int, immediate_timeout_ns: int) -> list[Overdue]:
         """Orders to cancel: handed to IB and not acknowledged in time, or immediate and not final in time."""
         found: list[Overdue] = []
-        for record in self._by_key.values():
+        ours = [r for r in self._foreign.values() if r.placed_by_us]
+        for record in [*self._by_key.values(), *ours]:
             if not record.live or record.status == QUEUED or record.cancel_sent_ns or record.cancel_reason:
                 continue
             age = now_ns - record.sent_ns

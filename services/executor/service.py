@@ -44,6 +44,7 @@ from proto.messages import (
     BrokerSnapshotRequest,
     CancelAll,
     CancelOrder,
+    ClosePosition,
     CommandAccepted,
     CommandDuplicate,
     CommandRejected,
@@ -195,7 +196,7 @@ class Executor:
         # The reply a PlaceOrder is waiting for (acknowledged, rejected, ...), by key.
         self._outcomes: dict[str, asyncio.Future[Message]] = {}
         # Commands waiting for an order to become final (CancelOrder, CancelAll), by key.
-        self._finals: dict[str, list[asyncio.Future[None]]] = {}
+        self._finals: dict[int, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._wire_events()
 
@@ -427,6 +428,9 @@ class Executor:
             waiting = list(self._outcomes)
             for event in self.table.rebuild(infos, self._now(), time.time_ns()):
                 self._emit_order_event(event)
+            for record in self.table.records():
+                if record.final:
+                    self._release_finals(record)
             self.positions = [convert.position_info(p) for p in positions if p.contract.symbol == self.symbol]
             quantities = {
                 int(t.order.permId or 0): convert.shares(t.order.totalQuantity) for t in ib.trades()
@@ -479,10 +483,12 @@ class Executor:
                 return await self._cancel_all(msg)
             case BrokerSnapshotRequest():
                 return await self._snapshot(msg)
+            case ClosePosition():
+                return await self._close_position(msg)
         return CommandRejected(
             ts_ns=time.time_ns(),
             reason=f"the executor does not take {type(msg).__name__}; it takes PlaceOrder, CancelOrder, "
-            "CancelAll and BrokerSnapshotRequest",
+            "CancelAll, ClosePosition and BrokerSnapshotRequest",
         )
 
     def gate(self) -> Gate:
@@ -632,13 +638,56 @@ class Executor:
         if record.final:
             future.set_result(None)
         else:
-            self._finals.setdefault(record.key, []).append(future)
+            self._finals.setdefault(id(record), []).append(future)
         return future
 
-    def _release_finals(self, key: str) -> None:
-        for future in self._finals.pop(key, []):
+    def _release_finals(self, record: OrderRecord) -> None:
+        for future in self._finals.pop(id(record), []):
             if not future.done():
                 future.set_result(None)
+
+    async def _close_position(self, cmd: ClosePosition) -> Message:
+        """The operator's reset --flatten: one LMT order for the position, even while halted; reply when final."""
+        if self.connected and self.synced and not self.connectivity_lost:
+            try:
+                await self._sync("ClosePosition")  # the position as the broker has it now
+            except (TimeoutError, ConnectFailed, ConnectionError) as e:
+                return CommandRejected(ts_ns=time.time_ns(), reason=f"could not read the position from IB: {e}")
+        position = sum(p.quantity for p in self.positions if p.symbol == self.symbol)
+        decision = self.table.decide_close(cmd, self.gate(), position, self._now())
+        if not isinstance(decision, Submit):
+            reason = decision.reason if isinstance(decision, Refuse) else "a closing order is already working"
+            log.warning("ClosePosition %s %d refused: %s", cmd.side, cmd.quantity, reason)
+            return CommandRejected(ts_ns=time.time_ns(), reason=reason)
+        record = decision.record
+        order = PlaceOrder(
+            ts_ns=cmd.ts_ns,
+            key=record.key,
+            symbol=self.symbol,
+            side=cmd.side,
+            quantity=cmd.quantity,
+            limit=cmd.limit,
+            tif="DAY",
+            outside_rth=True,
+            immediate=True,
+        )
+        log.warning("ClosePosition: %s %d %s LMT %s (%s)", cmd.side, cmd.quantity, self.symbol, cmd.limit, cmd.reason)
+        final = self._watch_final(record)
+        self._queue.put_nowait(_Submission("place", record, order))
+        # The monitor cancels it at broker.immediate_order_timeout; its cancel is confirmed within ack_timeout.
+        limit_s = self.cfg.broker.immediate_order_timeout + self.cfg.broker.ack_timeout + REPLY_MARGIN_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(final, limit_s)
+        now = time.time_ns()
+        if record.status == "Filled" or (record.final and record.filled >= record.quantity):
+            detail = f"{cmd.side} {record.filled} {self.symbol} filled at {record.avg_fill_price} (orderId {record.order_id})"
+            return CommandAccepted(ts_ns=now, order_id=record.order_id, perm_id=record.perm_id, detail=detail)
+        why = record.error_text or record.cancel_reason or f"status {record.status or 'not sent'}"
+        return CommandRejected(
+            ts_ns=now,
+            reason=f"the closing order did not fill completely ({why}): {record.filled} of {record.quantity} filled",
+            code=record.error_code,
+        )
 
     async def _snapshot(self, msg: BrokerSnapshotRequest) -> Message:
         if msg.resync and self.connected:
@@ -697,7 +746,7 @@ class Executor:
         record = item.record
         if item.kind == "place":
             assert item.cmd is not None
-            if self.table.get(record.key) is not record or record.status != QUEUED:
+            if not self.table.is_current(record) or record.status != QUEUED:
                 self._settle(
                     record.key,
                     CommandRejected(
@@ -723,7 +772,7 @@ class Executor:
                 os.kill(os.getpid(), signal.SIGKILL)
         else:
             if not record.live:
-                self._release_finals(record.key)
+                self._release_finals(record)
                 return
             self.ib.cancelOrder(self.lib.order_handle(record.order_id, record.client_id, record.perm_id))
             record.cancel_sent_ns = self._now()
@@ -743,9 +792,10 @@ class Executor:
         item.dropped = True
         if item.kind == "place":
             self.table.forget_unsent(item.record)
+            if item.record.status == QUEUED:
+                item.record.error_text = reason
             self._settle(item.record.key, CommandRejected(ts_ns=time.time_ns(), key=item.record.key, reason=reason))
-        else:
-            self._release_finals(item.record.key)
+        self._release_finals(item.record)
 
     def _update_send_allowed(self) -> None:
         paused = (
@@ -774,6 +824,9 @@ class Executor:
             self.table.note_error(info.client_id, info.order_id, code, text)
         for event in self.table.apply(info, self._now(), time.time_ns()):
             self._emit_order_event(event)
+        record = self.table.find(info.key, info.client_id, info.order_id, info.perm_id)
+        if record is not None and record.final:
+            self._release_finals(record)
 
     def _emit_order_event(self, event: Message) -> None:
         if isinstance(event, OrderCancelled) and event.key:
@@ -807,7 +860,6 @@ class Executor:
             case OrderRejected():
                 log.warning("order %r rejected by IB: %d %s", key, event.code, event.text)
                 self._settle(key, CommandRejected(ts_ns=now, key=key, reason=event.text, code=event.code))
-                self._release_finals(key)
             case OrderCancelled():
                 log.info("order %r cancelled (filled %d): %s", key, event.filled, event.reason)
                 self._settle(
@@ -816,7 +868,6 @@ class Executor:
                         ts_ns=now, key=key, reason=f"cancelled before acknowledgement: {event.reason}"
                     ),
                 )
-                self._release_finals(key)
             case OrderStatusChanged() if event.status == "Filled":
                 self._settle(
                     key,
@@ -824,7 +875,6 @@ class Executor:
                         ts_ns=now, key=key, order_id=event.order_id, perm_id=event.perm_id, detail="filled"
                     ),
                 )
-                self._release_finals(key)
 
     def _on_execution(self, trade: Any, fill: Any) -> None:
         try:

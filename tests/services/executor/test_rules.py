@@ -8,6 +8,7 @@ import pytest
 
 from core.intent import Side
 from proto.messages import (
+    ClosePosition,
     ExecutionInfo,
     OpenOrderInfo,
     OrderAccepted,
@@ -18,6 +19,7 @@ from proto.messages import (
     PriceCondition,
 )
 from services.executor.rules import (
+    CLOSE_REF,
     QUEUED,
     Backoff,
     Duplicate,
@@ -419,3 +421,53 @@ def test_a_second_live_order_for_a_live_key_is_not_adopted() -> None:
     assert t.apply(report("tqgrid1 c1 L2 BUY", 9, "Submitted", perm_id=1009, client_id=5), 3) == []
     record = t.get("tqgrid1 c1 L2 BUY")
     assert record is not None and record.order_id == 7
+
+
+def close(side: str = "SELL", quantity: int = 94, limit: str = "99.00") -> ClosePosition:
+    return ClosePosition(symbol="TQQQ", side=side, quantity=quantity, limit=Decimal(limit))  # type: ignore[arg-type]
+
+
+def test_close_position_goes_while_halted_but_not_while_disconnected() -> None:
+    t = table()
+    halted = Gate(connected=True, synced=True, halted=True, halt_reason="reset")
+    decision = t.decide_close(close(), halted, 94, 0)
+    assert isinstance(decision, Submit)
+    record = decision.record
+    assert record.key == CLOSE_REF and record.immediate and not record.grid and record.tif == "DAY"
+    assert t.is_current(record) and t.count_live(Side.SELL) == 0  # no grid cap is touched
+    refused = table().decide_close(close(), Gate(), 94, 0)
+    assert isinstance(refused, Refuse) and "disconnected" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "position", "ok"),
+    [("SELL", 94, 94, True), ("SELL", 90, 94, True), ("SELL", 95, 94, False), ("BUY", 10, -10, True),
+     ("BUY", 10, 10, False), ("SELL", 10, -10, False)],
+)
+def test_close_position_must_not_overshoot_the_position(side: str, quantity: int, position: int, ok: bool) -> None:
+    decision = table().decide_close(close(side, quantity), OPEN, position, 0)
+    assert isinstance(decision, Submit) is ok
+    if not ok:
+        assert isinstance(decision, Refuse) and f"position is {position}" in decision.reason
+
+
+def test_one_closing_order_at_a_time_and_an_unsent_one_can_be_withdrawn() -> None:
+    t = table()
+    first = t.decide_close(close(), OPEN, 94, 0)
+    assert isinstance(first, Submit)
+    second = t.decide_close(close(), OPEN, 94, 0)
+    assert isinstance(second, Refuse) and "already working" in second.reason
+    t.forget_unsent(first.record)
+    assert not t.is_current(first.record)
+    assert isinstance(t.decide_close(close(), OPEN, 94, 0), Submit)
+
+
+def test_the_closing_order_is_found_by_its_order_id_and_watched_for_its_deadline() -> None:
+    t = table()
+    decision = t.decide_close(close(), OPEN, 94, 0)
+    assert isinstance(decision, Submit)
+    t.mark_sent(decision.record, 30, CLIENT, 0)
+    events = t.apply(report(CLOSE_REF, 30, "Submitted", perm_id=3000, side="SELL"), 1)
+    assert isinstance(events[0], OrderAccepted) and events[0].key == ""
+    [late] = t.overdue(120 * SEC, 15 * SEC, 120 * SEC)
+    assert late.record is decision.record and late.kind is OverdueKind.IMMEDIATE_NOT_FINAL

@@ -20,6 +20,7 @@ from proto.messages import (
     BrokerConnected,
     BrokerConnectivity,
     BrokerDisconnected,
+    ClosePosition,
     CommandAccepted,
     CommandDuplicate,
     CommandRejected,
@@ -246,5 +247,37 @@ def test_sigterm_stops_the_executor_with_exit_0(tmp_path: Path, lib: str) -> Non
             assert await b.wait_exit() == 0
             requests = await b.broker_requests()
             assert requests[-1]["request"] == "disconnected"
+
+    run(scenario())
+
+
+def test_close_position_sells_the_position_even_while_halted_and_refuses_a_stale_quantity(
+    tmp_path: Path, lib: str
+) -> None:
+    async def scenario() -> None:
+        async with Bench(tmp_path, lib) as b:
+            await b.start_executor()
+            await b.control("price", "100.00")
+            assert isinstance(await b.request(buy(BUY_KEY, "100.25", immediate=True)), CommandAccepted)
+            await b.control("price", "100.00")
+            await b.wait_event(OrderFilled, lambda m: m.key == BUY_KEY)
+            while not b.messages(Heartbeat, lambda m: m.service == "executor" and m.status == "halted"):
+                b.control_pub.publish(topics.CONTROL, TradingHalted(reason="operator reset"))
+                await asyncio.sleep(0.1)
+
+            stale = await b.request(ClosePosition(symbol="TQQQ", side="SELL", quantity=200, limit=Decimal("99.00")))
+            assert isinstance(stale, CommandRejected) and "position is 94" in stale.reason
+
+            # Marketable: the broker fills it at once against the last print (100.00).
+            reply = await b.request(
+                ClosePosition(symbol="TQQQ", side="SELL", quantity=94, limit=Decimal("99.00"), reason="test")
+            )
+            assert isinstance(reply, CommandAccepted) and "SELL 94 TQQQ filled at 100.00" in reply.detail
+            [order] = [o for o in await b.broker_orders() if o["action"] == "SELL"]
+            assert order["order_ref"] == "gridbot reset: close position" and order["tif"] == "DAY"
+            snapshot = await b.snapshot(resync=True)
+            assert [(p.symbol, p.quantity) for p in snapshot.positions] == [("TQQQ", 0)]
+            fill = await b.wait_event(OrderFilled, lambda m: m.side == "SELL")
+            assert fill.key == ""  # not a grid order: the ledger never takes it for a lot
 
     run(scenario())
