@@ -64,6 +64,9 @@ SENDER = "statekeeper"
 EXECUTOR = "executor"
 # Halts that reconciliation sets start with this; a consistent reconciliation lifts only those.
 RECONCILE_HALT = "reconcile: "
+# Events held while a reconciliation is due; beyond this many they are applied at once (the executor being away
+# for long, its events are few; this only bounds memory).
+HOLD_LIMIT = 10_000
 # The main loop wakes at least this often (seconds) to run what is due (retries, queued commands).
 _TICK = 0.05
 
@@ -97,6 +100,8 @@ class StatekeeperService:
         self.last_report: ReconcileReport | None = None
         self._reconcile_due = True
         self._next_reconcile_at = 0.0
+        # Events that came while a reconciliation was due, applied after it (at most HOLD_LIMIT are held).
+        self._held: list[Message] = []
         self._started = time.monotonic()
         self._commands: asyncio.Queue[_Queued] = asyncio.Queue()
         bus = cfg.bus
@@ -144,9 +149,13 @@ class StatekeeperService:
                     raise asyncio.CancelledError
                 if self._reconcile_due and time.monotonic() >= self._next_reconcile_at and self._listening():
                     await self._reconcile(apply=False, cause="start" if not self.state.in_sync else "gap")
+                if not self._reconcile_due and self._held:
+                    held, self._held = self._held, []
+                    for msg in held:
+                        self._on_message(msg)
                 envelope = await self.subscriber.recv(timeout=_TICK)
                 if envelope is not None:
-                    self._on_message(envelope.msg)
+                    self._on_event(envelope.msg)
                 while not self._commands.empty():
                     await self._run_command(self._commands.get_nowait())
         finally:
@@ -169,6 +178,15 @@ class StatekeeperService:
         self.store.close()
 
     # ------------------------------------------------------------------------------------------ events
+
+    def _on_event(self, msg: Message) -> None:
+        """Apply an event now, or hold it while a reconciliation is due (the Clone pattern: the broker's snapshot
+        first, then what came on the bus meanwhile), so that the catch-up sees the executions before any later
+        report of the same orders."""
+        if self._reconcile_due and len(self._held) < HOLD_LIMIT:
+            self._held.append(msg)
+            return
+        self._on_message(msg)
 
     def _on_message(self, msg: Message) -> None:
         if isinstance(msg, OrderFilled) and self.store.has_exec(msg.exec_id):
