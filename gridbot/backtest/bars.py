@@ -16,6 +16,7 @@ rounds them to the cent after any split adjustment.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 from collections.abc import Iterator
@@ -132,7 +133,16 @@ def _parse_time(text: str, tz: tzinfo) -> tuple[int, date, bool]:
         dt = dt.replace(tzinfo=tz)
     delta = dt - _EPOCH
     ns = (delta.days * 86_400 + delta.seconds) * _NS + delta.microseconds * 1000
-    return ns, dt.astimezone(sessions.EASTERN).date(), False
+    return ns, _eastern_date(ns // _HOUR_NS), False
+
+
+_HOUR_NS = 3600 * _NS
+
+
+@functools.lru_cache(maxsize=4096)
+def _eastern_date(hour: int) -> date:
+    # US/Eastern's offset is whole hours and changes on the hour: one lookup per UTC hour serves its minutes.
+    return sessions.eastern_date(hour * _HOUR_NS)
 
 
 def _rows(path: Path, tz: tzinfo) -> Iterator[tuple[int, date, bool, Bar, str]]:

@@ -111,7 +111,7 @@ class Backtest:
         low, high = seg.extremes()
         if not self.settings.every_print and self._current_watch().misses_range(low, high, seg.time(last)):
             self._last_price = seg.price(last)
-            self.tracker.pass_prices([(seg.time(i), seg.price(i)) for i in seg.turns()])
+            self.tracker.pass_prices(seg.turns())
             return
         i = 0
         for a, b in runs:

@@ -56,8 +56,8 @@ class Segment(Protocol):
         """The lowest and the highest price of the segment."""
         ...
 
-    def turns(self) -> Sequence[int]:
-        """The prints at the ends of the runs, in order (where the path turns): the drawdown's sample points."""
+    def turns(self) -> list[tuple[int, Decimal]]:
+        """(time, price) of the prints where the runs end, in order (where the path turns): the drawdown's samples."""
         ...
 
 
@@ -93,8 +93,9 @@ class BarSegment:
     def extremes(self) -> tuple[Decimal, Decimal]:
         return self.path.bar.low, self.path.bar.high
 
-    def turns(self) -> Sequence[int]:
-        return self.path.idx
+    def turns(self) -> list[tuple[int, Decimal]]:
+        path = self.path
+        return [(path.time(i), price) for i, price in zip(path.idx, path.verts, strict=True)]
 
 
 class PrintSegment:
@@ -124,8 +125,8 @@ class PrintSegment:
         prices = [p.price for p in self.prints]
         return min(prices), max(prices)
 
-    def turns(self) -> Sequence[int]:
-        return range(self.n)
+    def turns(self) -> list[tuple[int, Decimal]]:
+        return [(p.ts_ns, p.price) for p in self.prints]
 
 
 # --------------------------------------------------------------------------------------------- bar models

@@ -113,12 +113,15 @@ class Tracker:
             self.first_ns = self._since_ns = self._peak_ns = marks[0][0]
         constant, shares = self._constant, self._shares
         equity = constant
-        for ts, price in marks:
-            equity = constant + shares * price
-            if equity > self._peak:
-                self._peak, self._peak_ns = equity, ts
-            elif self._peak - equity > self.drawdown.amount:
-                self.drawdown = Drawdown(self._peak - equity, self._peak_ns, ts, self._peak)
+        if shares or len(marks) == 1:
+            for ts, price in marks:
+                equity = constant + shares * price
+                if equity > self._peak:
+                    self._peak, self._peak_ns = equity, ts
+                elif self._peak - equity > self.drawdown.amount:
+                    self.drawdown = Drawdown(self._peak - equity, self._peak_ns, ts, self._peak)
+        else:
+            self.mark_flat(marks[-1][0], equity)
         ts, price = marks[-1]
         self.last_ns = ts
         self.last_price = price
@@ -127,6 +130,13 @@ class Tracker:
         s.price.append(float(price))
         s.equity.append(float(equity))
         s.lots.append(self._lots)
+
+    def mark_flat(self, ts: int, equity: Decimal) -> None:
+        """Nothing held: the equity is the same at every price of the marks."""
+        if equity > self._peak:
+            self._peak, self._peak_ns = equity, ts
+        elif self._peak - equity > self.drawdown.amount:
+            self.drawdown = Drawdown(self._peak - equity, self._peak_ns, ts, self._peak)
 
     def split(self, ts: int, ratio: Decimal, state: GridState) -> None:
         """A split: prices divide by ``ratio``; the equity line is recomputed from the rescaled state."""
