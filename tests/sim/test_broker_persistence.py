@@ -7,9 +7,12 @@ endpoint, and trades with the real clients in this process.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +38,14 @@ from tests.sim.broker_harness import (
 )
 
 PROJECT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60.0  # a new Python process can take many seconds to start on a busy 2-core CI machine
+
+
+def _pump(stream: Any, out: queue.Queue[str]) -> None:
+    """Put each line of ``stream`` on ``out``, then "" at its end."""
+    for line in stream:
+        out.put(line)
+    out.put("")
 
 
 class BrokerProcess:
@@ -49,8 +60,16 @@ class BrokerProcess:
         )
         values: dict[str, str] = {}
         assert self.proc.stdout is not None
+        # Lines come through a thread, so that a broker that never speaks fails the test instead of hanging it.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump, args=(self.proc.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT
         while len(values) < 2:
-            line = self.proc.stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.proc.kill()
+                raise AssertionError(f"sim.broker printed no ports within {START_TIMEOUT} s") from None
             if not line:
                 raise AssertionError(f"sim.broker exited early: {self.proc.stderr.read() if self.proc.stderr else ''}")
             key, sep, value = line.strip().partition("=")
