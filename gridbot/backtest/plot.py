@@ -19,6 +19,8 @@ from gridbot.backtest.report import Report, money
 from gridbot.backtest.tracker import Series
 
 MAX_POINTS = 4000
+# Intraday marks further apart than this (a night, a weekend) are not joined by a line.
+GAP_S = 4 * 3600.0
 BUY_COLOR = "#1a9850"
 SELL_COLOR = "#d73027"
 
@@ -45,6 +47,21 @@ def _dates(seconds: Sequence[float]) -> list[datetime]:
     return [datetime.fromtimestamp(s, tz=UTC).astimezone(sessions.EASTERN) for s in seconds]
 
 
+def _broken(xs: list[float], ys: list[float], gap_s: float | None) -> tuple[list[float], list[float]]:
+    """Insert a break (NaN) where the marks are more than ``gap_s`` apart: nights and weekends of intraday data
+    are not drawn as a straight line."""
+    if gap_s is None or len(xs) < 2:
+        return xs, ys
+    out_x, out_y = [xs[0]], [ys[0]]
+    for x0, x, y in zip(xs, xs[1:], ys[1:], strict=False):
+        if x - x0 > gap_s:
+            out_x.append((x0 + x) / 2)
+            out_y.append(float("nan"))
+        out_x.append(x)
+        out_y.append(y)
+    return out_x, out_y
+
+
 def write_png(report: Report, series: Series, path: Path | str, title: str = "") -> Path:
     """Draw the report's three panels into ``path`` (PNG) and return the path."""
     path = Path(path)
@@ -54,8 +71,9 @@ def write_png(report: Report, series: Series, path: Path | str, title: str = "")
         3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 1.8]}
     )
     tz = sessions.EASTERN
+    gap = None if report.timeframe == "1Day" else GAP_S
 
-    x, y = _thin(series.ts, series.price)
+    x, y = _broken(*_thin(series.ts, series.price), gap)
     price_ax.plot(_dates(x), y, color="#4d4d4d", linewidth=0.7, label="price")
     for side, color, marker, label in (("BOT", BUY_COLOR, "^", "buys"), ("SLD", SELL_COLOR, "v", "sells")):
         fills = [ex for ex in report.executions if ex.side == side]
@@ -89,7 +107,7 @@ def write_png(report: Report, series: Series, path: Path | str, title: str = "")
     lots_ax.set_ylabel("lots held")
     lots_ax.grid(alpha=0.3)
 
-    x, equity = _thin(series.ts, series.equity)
+    x, equity = _broken(*_thin(series.ts, series.equity), gap)
     equity_ax.plot(_dates(x), equity, color="#762a83", linewidth=0.8, label="equity (realized + open lots at market)")
     equity_ax.axhline(0, color="black", linewidth=0.5)
     equity_ax.set_ylabel("P&L (US$)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -89,7 +90,12 @@ def run(args: argparse.Namespace) -> int:
         from gridbot.backtest.plot import write_png  # matplotlib is slow to import; only when asked
 
         write_png(report, series, Path(args.plot))
-    print(json.dumps(as_json(report), indent=2) if args.json else as_text(report))
+    try:
+        print(json.dumps(as_json(report), indent=2) if args.json else as_text(report))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `gridbot backtest ... | head`: the reader has what it wanted; silence the interpreter's flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
