@@ -114,8 +114,8 @@ def write_png(report: Report, series: Series, path: Path | str, title: str = "")
     equity_ax.legend(loc="upper left", fontsize=8)
     equity_ax.grid(alpha=0.3)
 
-    locator = AutoDateLocator(tz=tz)
+    locator = AutoDateLocator(tz=tz)  # type: ignore[no-untyped-call]
     equity_ax.xaxis.set_major_locator(locator)
-    equity_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=tz))
+    equity_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=tz))  # type: ignore[no-untyped-call]
     fig.savefig(path, format="png")
     return path
