@@ -27,7 +27,12 @@ async def gridbot(*args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"gridbot {' '.join(args)} did not finish within 30 s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
