@@ -150,8 +150,13 @@ def _feed(observed: Observed, now_ns: int, down_after_s: float) -> dict[str, Any
         }
     hb = observed.heartbeats.get("feed")
     if hb is not None and (now_ns - hb.ts_ns) / NS <= down_after_s:
-        # No status message in the window (they come every few seconds); the heartbeat says how it feels.
-        return {"known": False, "connected": None, "stale": None, "reason": hb.status}
+        # No status message in the window (the feed sends one every feed.status_interval, longer than a status
+        # listens). Its heartbeat only says the process runs; a tick heard in the window says the stream delivers.
+        tick = observed.tick
+        if tick is not None and (now_ns - tick.receive_ts_ns) / NS <= down_after_s:
+            return {"known": False, "connected": True, "stale": False, "reason": "prints arriving"}
+        return {"known": False, "connected": None, "stale": None,
+                "reason": "feed running; no stream status or print heard while listening"}
     return {"known": False, "connected": False, "stale": None, "reason": "no heartbeat from the feed"}
 
 
@@ -258,8 +263,12 @@ def _health_line(report: dict[str, Any]) -> str:
         feed_text = "stream " + ("down" if not feed["connected"] else "stale" if feed["stale"] else "ok")
         if feed["reason"]:
             feed_text += f" ({feed['reason']})"
+    elif feed["connected"]:
+        feed_text = f"stream ok ({feed['reason']})"
+    elif feed["connected"] is None:
+        feed_text = f"stream not reported ({feed['reason']})"
     else:
-        feed_text = f"stream ? ({feed['reason'] or 'no status heard'})"
+        feed_text = f"stream DOWN ({feed['reason']})"
     broker = report["broker"]
     broker_text = {True: "broker connected", False: "broker DISCONNECTED", None: "broker ?"}[broker["connected"]]
     parts = [feed_text, broker_text]

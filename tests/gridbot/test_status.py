@@ -176,6 +176,28 @@ def test_text_when_nothing_answers() -> None:
     assert "state unknown" in text and "bus: nothing heard" in text and "! the statekeeper did not answer" in text
 
 
+def test_health_line_without_the_feeds_status_says_what_is_known() -> None:
+    # The feed's status message comes every few seconds, a status listens about one: its heartbeat and the ticks
+    # heard in the window are all there is; the line says so instead of "stream ? (ok)".
+    def feed_line(with_tick: bool) -> str:
+        observed = Observed()
+        hb = Heartbeat(ts_ns=NOW, service="feed", pid=100, started_ts_ns=NOW - 60 * 10**9)
+        observed.update(envelope("feed", hb), NOW)
+        if with_tick:
+            tick = Tick(symbol="TQQQ", price=Decimal("98.50"), size=100, exchange_ts_ns=NOW,
+                        receive_ts_ns=NOW - 10**8, seq=4)
+            observed.update(envelope("feed", tick), NOW)
+        text = statusview.render(statusview.build(inputs(observed=observed)))
+        return next(line for line in text.splitlines() if line.startswith("health: "))
+
+    assert "stream ok (prints arriving)" in feed_line(with_tick=True)
+    quiet = feed_line(with_tick=False)
+    assert "stream not reported (feed running; no stream status or print heard while listening)" in quiet
+    assert "?" not in quiet
+    gone = statusview.render(statusview.build(inputs(observed=Observed())))
+    assert "stream DOWN (no heartbeat from the feed)" in gone
+
+
 # --- the CLI against peers on real sockets --------------------------------------------------------------------
 
 
