@@ -79,3 +79,43 @@ def test_a_fatal_exception_is_logged_and_exits_1(tmp_path: Path) -> None:
         assert "cleaned up" in output
     finally:
         program.kill()
+
+
+# A main whose cancellation is swallowed the way Python 3.11's asyncio.wait_for swallows it: SIGTERM is handled in
+# the same loop iteration in which the awaited future completes, so wait_for returns the result instead of raising
+# CancelledError, and the loop would carry on for ever. The order is deterministic: os.kill to ourselves makes the
+# loop's next select see the signal while fut.set_result is already in the ready queue.
+SWALLOWING_SERVICE = textwrap.dedent(
+    """
+    import asyncio, os, signal
+    from bus import service
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        try:
+            fut = loop.create_future()
+            os.kill(os.getpid(), signal.SIGTERM)
+            loop.call_soon(fut.set_result, "done")
+            print("wait_for returned", await asyncio.wait_for(fut, 10), flush=True)
+            while True:  # a main loop that no longer knows it was told to stop
+                await asyncio.sleep(0.01)
+        finally:
+            print("cleaned up", flush=True)
+
+    service.run("demo", main, recancel_after=0.3)
+    """
+)
+
+
+def test_a_cancellation_swallowed_by_wait_for_is_repeated_until_the_service_stops(tmp_path: Path) -> None:
+    script = tmp_path / "swallowing_service.py"
+    script.write_text(SWALLOWING_SERVICE)
+    program = Program(str(script))
+    try:
+        assert program.wait(timeout=10) == 0
+        output = program.output()
+        assert "wait_for returned done" in output  # the first cancellation was indeed swallowed
+        assert "still running 0.3 s after SIGTERM" in output
+        assert "cleaned up" in output and "demo stopped" in output
+    finally:
+        program.kill()
