@@ -16,7 +16,9 @@ import zmq.asyncio
 import bus.service
 from gridbot.config import ConfigError, load
 from services.executor import ib_api
-from services.executor.service import FAULT_ENV, SERVICE, Executor
+from services.executor.service import Executor
+from services.executor.state import SERVICE
+from services.executor.submissions import FAULT_ENV
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -770,3 +770,7 @@ def classify_error(code: int, req_id: int, is_our_order: bool) -> ErrorKind:
     if is_our_order and req_id > 0:
         return ErrorKind.ORDER
     return ErrorKind.OTHER
+
+
+# Error kinds that, about one of our orders, end it (the order is rejected with that code).
+ORDER_ENDING = frozenset({ErrorKind.ORDER, ErrorKind.PACING})
