@@ -13,7 +13,6 @@ kills whatever is left of it (found by its GRIDBOT_CONFIG in /proc), so a failin
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -98,8 +97,9 @@ statekeeper = "{self.statekeeper_ep}"
 [broker]
 port = {self.broker_port}
 connect_timeout = 5.0
+# Reconnect attempts at most 1 s apart: after an outage or a restart trading resumes within about a second.
 reconnect_initial = 0.5
-reconnect_max = 2.0
+reconnect_max = 1.0
 
 [feed]
 url = "ws://127.0.0.1:{self.stream_port}/v2/iex"
@@ -173,13 +173,9 @@ url = "ws://127.0.0.1:{self.stream_port}/v2/iex"
         result = self.gridbot("status", "--json", "--timeout", "2")
         return dict(json.loads(result.stdout)) if result.stdout.strip().startswith("{") else {}
 
-    def reconcile(self) -> Any:
-        """Ask the statekeeper to reconcile with the broker now (what `gridbot reconcile` does); the report."""
-        from gridbot import config, probe
-        from proto.messages import ReconcileRequest
-
-        cfg = config.load(self.config_file)
-        return asyncio.run(probe.ask(cfg, "statekeeper", ReconcileRequest(ts_ns=time.time_ns()), timeout=15))
+    def reconcile(self, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """`gridbot reconcile` against this system (exit 0 consistent, 1 not, 3 the statekeeper did not answer)."""
+        return self.gridbot("reconcile", "--timeout", "15", timeout=timeout)
 
     def sim(self, verb: str, *args: Any, timeout: float = 5.0) -> Any:
         return call(self.control, verb, *args, timeout=timeout)
