@@ -37,6 +37,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # Seconds each history's events take to publish (the statekeeper, up in about 0.5 s, is killed within 0.4 s of
 # being up, again and again, meanwhile).
 BURST_SECONDS = 5.0
+# Kills that must have landed before the burst's second and last thirds are published: a loaded machine can take
+# seconds to start a statekeeper, and a burst timed by the clock alone would then end before the second kill.
+KILLS_BEFORE_THIRD = (1, 2)
+# The longest the burst waits for one of those kills (a statekeeper that never comes up fails the test here).
+KILL_WAIT_SECONDS = 15.0
 
 
 def canonical_stream(history: History) -> list[Message]:
@@ -140,6 +145,16 @@ async def settled_state(client: CommandClient, history: History, timeout: float)
     return state
 
 
+async def wait_for_kills(process: StatekeeperProcess, kills: int, log: Path) -> None:
+    """Hold the burst until the killer has SIGKILLed the statekeeper ``kills`` times (events stay in flight)."""
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while process.kills < kills:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {process.kills} of {kills} kills within {KILL_WAIT_SECONDS} s; "
+                                 f"did the statekeeper come up?\n{log.read_text()[-3000:]}")
+        await asyncio.sleep(0.01)
+
+
 def journal_round_trips(path: Path) -> Counter[tuple[str, int, Decimal, Decimal]]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT buy_key, quantity, fees, realized_pnl FROM round_trips").fetchall()
@@ -174,7 +189,10 @@ async def crash_run(tmp_path: Path, seed: int, steps: int) -> tuple[StatekeeperP
         kills = asyncio.create_task(killer(process, rng, done))
         # The burst is spread over BURST_SECONDS so that the kills land before, during and after it.
         pause = BURST_SECONDS / len(stream)
-        for event in stream:
+        thirds = {len(stream) * (n + 1) // 3: kills for n, kills in enumerate(KILLS_BEFORE_THIRD)}
+        for index, event in enumerate(stream):
+            if index in thirds:
+                await wait_for_kills(process, thirds[index], log=tmp_path / "statekeeper.log")
             executor.publish(event)
             await asyncio.sleep(rng.uniform(0, 2 * pause))
         done.set()
@@ -193,7 +211,7 @@ async def crash_run(tmp_path: Path, seed: int, steps: int) -> tuple[StatekeeperP
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 29, 47])
 def test_sigkill_at_random_instants_loses_nothing_and_doubles_nothing(tmp_path: Path, seed: int) -> None:
-    process, history, state = asyncio.run(asyncio.wait_for(crash_run(tmp_path, seed, steps=45), 40))
+    process, history, state = asyncio.run(asyncio.wait_for(crash_run(tmp_path, seed, steps=45), 80))
 
     try:
         log = (tmp_path / "statekeeper.log").read_text()
