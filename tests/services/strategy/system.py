@@ -151,10 +151,12 @@ class System:
 
     async def __aenter__(self) -> System:
         try:
+            # The bus and the sim need nothing from each other: both start at once (each takes a second or more
+            # to come up on a loaded machine).
             bus = self.start_process("bus", "-m", "bus", "--xsub", "tcp://127.0.0.1:*", "--xpub", "tcp://127.0.0.1:*")
-            xsub, xpub = bus.wait_for(r"forwarding publishers (\S+) -> subscribers (\S+)").groups()
             sim = self.start_process("sim", "-m", "sim", "--state-dir", str(self.dir / "sim"), "--broker-port", "0",
                                      "--stream-port", "0", "--control", "tcp://127.0.0.1:0")
+            xsub, xpub = bus.wait_for(r"forwarding publishers (\S+) -> subscribers (\S+)").groups()
             ready = json.loads(sim.wait_for(r"SIM_READY (\{.*\})").group(1))
             self.control = ready["control"]
             self.config["bus"].update(xsub=xsub, xpub=xpub, executor=f"tcp://127.0.0.1:{free_port()}",
