@@ -4,8 +4,8 @@ dropped replies, concurrency, the reply cache, malformed commands, handler error
 from __future__ import annotations
 
 import asyncio
-import random
 import logging
+import random
 import time
 from collections.abc import Callable
 
