@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
+from operator import attrgetter
 
 import msgspec
 
@@ -67,6 +68,11 @@ LIVE_STATUSES = frozenset({"PendingSubmit", "ApiPending", "PreSubmitted", "Submi
 OrderEvent = (
     OrderAccepted | OrderStatusChanged | OrderFilled | CommissionReported | OrderCancelled | OrderRejected
 )
+
+# The order a state keeps its lots and working orders in. attrgetter builds the same tuples as a lambda would, in C:
+# the ledger sorts both at every event, and those sort keys were a large share of a backtest's time.
+_LOT_ORDER = attrgetter("cycle", "level", "buy_key")
+_WORKING_ORDER_ORDER = attrgetter("side", "level", "key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +248,8 @@ class _Book:
         self.notes: list[str] = []
 
     def freeze(self) -> GridState:
-        lots = sorted(self.lots, key=lambda lot: (lot.cycle, lot.level, lot.buy_key))
-        orders = sorted(self.orders.values(), key=lambda o: (o.side, o.level, o.key))
+        lots = sorted(self.lots, key=_LOT_ORDER)
+        orders = sorted(self.orders.values(), key=_WORKING_ORDER_ORDER)
         memory = self.rules.exec_memory
         execs = list(self.execs.values())[-memory:] if memory > 0 else []
         ended = self.ended[-memory:] if memory > 0 else []

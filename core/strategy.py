@@ -31,9 +31,11 @@ module.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse
 from core.ledger import next_buy_attempt
@@ -194,13 +196,12 @@ def level0_tick_blocked(market: Market, config: StrategyConfig) -> str | None:
 
 def desired_orders(state: GridState, market: Market, config: StrategyConfig) -> dict[str, PlaceOrder]:
     """The grid orders that should be live at IB now, by intent key (see the module docstring for the rule)."""
-    return _desire(state, market, config)[0]
+    return _desire(state, market, config, live_orders(state))[0]
 
 
 def _desire(
-    state: GridState, market: Market, config: StrategyConfig
+    state: GridState, market: Market, config: StrategyConfig, live: Mapping[str, WorkingOrder]
 ) -> tuple[dict[str, PlaceOrder], str | None]:
-    live = live_orders(state)
     if trading_blocked(state, market) is not None:
         return {key: _as_place(order, config, market.now_ns) for key, order in live.items()}, None
     desired: dict[str, PlaceOrder] = {}
@@ -234,7 +235,7 @@ def _live_level0(state: GridState, live: Mapping[str, WorkingOrder]) -> WorkingO
 
 def _level0_order(state: GridState, market: Market, config: StrategyConfig) -> PlaceOrder:
     assert market.tick is not None  # level0_tick_blocked said yes
-    key = IntentKey.buy(state.cycle, 0, next_buy_attempt(state, 0)).encode()
+    key = _buy_key(state.cycle, 0, next_buy_attempt(state, 0))
     return PlaceOrder(
         ts_ns=market.now_ns,
         key=key,
@@ -259,7 +260,7 @@ def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[
     chain = trigger_chain(state.anchor_price, levels[-1] + 1, config.step)
     orders: dict[str, PlaceOrder] = {}
     for level in levels:
-        key = IntentKey.buy(state.cycle, level, next_buy_attempt(state, level)).encode()
+        key = _buy_key(state.cycle, level, next_buy_attempt(state, level))
         price = chain[level]
         orders[key] = PlaceOrder(
             ts_ns=now_ns,
@@ -274,6 +275,12 @@ def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[
             conditions_ignore_rth=True,
         )
     return orders
+
+
+# A key is a pure function of its parts, and every decision names the same few BUY keys again: remember them.
+@lru_cache(maxsize=1024)
+def _buy_key(cycle: int, level: int, attempt: int) -> str:
+    return IntentKey.buy(cycle, level, attempt).encode()
 
 
 def _remaining(lot: Lot) -> int:
@@ -295,7 +302,9 @@ def sell_budget(
         pinned = order is not None and _is_pinned(order)
         return (not pinned, lot.sell_target_price, -lot.level, lot.cycle, lot.sell_key)
 
-    return tuple(sorted(candidates, key=rank)[:max_live_sells])
+    # nsmallest(n, key=rank) is documented as sorted(key=rank)[:n], ties in input order included; it skips ranking
+    # the lots beyond the budget against each other.
+    return tuple(heapq.nsmallest(max_live_sells, candidates, key=rank))
 
 
 def _budgeted_sells(
@@ -352,26 +361,39 @@ def diff(
     slot; it goes out once the cancel is confirmed), or while its side is at its cap counting orders still being
     cancelled (IB's 20 per side must hold at every instant, not just once the cancels land).
     """
-    live = live_orders(state)
+    return _diff(desired, state, config, now_ns, live_orders(state))
+
+
+def _diff(
+    desired: Mapping[str, PlaceOrder],
+    state: GridState,
+    config: StrategyConfig,
+    now_ns: int,
+    live: Mapping[str, WorkingOrder],
+) -> tuple[tuple[Command, ...], tuple[str, ...]]:
+    # Each key parsed once here (parsing is pure; the ranks and slots below all come from these).
+    live_keys = {key: parse(key) for key in live}
+    lot_sell_keys = {lot.sell_key for lot in state.lots}
     cancels: list[Command] = []
-    for key, order in sorted(live.items(), key=lambda item: _order_rank(item[0], item[1].limit)):
+    for key, order in sorted(live.items(), key=lambda item: _order_rank(live_keys[item[0]], item[1].limit)):
         if key in desired or order.status in CANCELLING_STATUSES:
             continue
-        k = parse(key)
-        if k.side is Side.SELL and not any(lot.sell_key == key for lot in state.lots):
+        k = live_keys[key]
+        if k.side is Side.SELL and key not in lot_sell_keys:
             continue  # a SELL of no lot: reconciliation's business, never ours to cancel
         cancels.append(CancelOrder(ts_ns=now_ns, key=key, reason=_cancel_reason(k, state)))
-    taken_slots = {parse(key).slot for key in live}
+    taken_slots = {k.slot for k in live_keys.values()}
     counts = {"BUY": 0, "SELL": 0}
     for order in live.values():
         counts[order.side] += 1
     caps = {"BUY": config.max_live_buys, "SELL": config.max_live_sells}
     places: list[Command] = []
     held: list[str] = []
-    for key, place in sorted(desired.items(), key=lambda item: _order_rank(item[0], item[1].limit)):
+    desired_keys = {key: parse(key) for key in desired}
+    for key, place in sorted(desired.items(), key=lambda item: _order_rank(desired_keys[item[0]], item[1].limit)):
         if key in live:
             continue
-        if parse(key).slot in taken_slots or counts[place.side] >= caps[place.side]:
+        if desired_keys[key].slot in taken_slots or counts[place.side] >= caps[place.side]:
             held.append(key)
             continue
         counts[place.side] += 1
@@ -379,9 +401,8 @@ def diff(
     return tuple(cancels + places), tuple(held)
 
 
-def _order_rank(key: str, limit: Decimal) -> tuple[int, Decimal, int]:
+def _order_rank(k: IntentKey, limit: Decimal) -> tuple[int, Decimal, int]:
     """BUYs before SELLs; BUYs by level (the nearest trigger first), SELLs by target (the nearest first)."""
-    k = parse(key)
     if k.side is Side.BUY:
         return (0, Decimal(k.level), k.attempt_number)
     return (1, limit, k.level)
@@ -398,8 +419,10 @@ def _cancel_reason(key: IntentKey, state: GridState) -> str:
 def decide(state: GridState, market: Market, config: StrategyConfig) -> Decision:
     """One decision: the desired set and the commands that reach it from the state's live orders."""
     blocked = trading_blocked(state, market)
-    desired, level0_blocked = _desire(state, market, config)
+    # The live set is a function of the state alone: worked out once for both the desired set and the diff.
+    live = live_orders(state)
+    desired, level0_blocked = _desire(state, market, config, live)
     if blocked is not None:
         return Decision(desired=desired, commands=(), blocked=blocked)
-    commands, held = diff(desired, state, config, market.now_ns)
+    commands, held = _diff(desired, state, config, market.now_ns, live)
     return Decision(desired=desired, commands=commands, level0_blocked=level0_blocked, held_back=held)

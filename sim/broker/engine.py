@@ -7,10 +7,10 @@ into wire messages for the owning client. Matching and session rules come from t
 from __future__ import annotations
 
 import logging
-from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 
 from core import matching, sessions
 from core.matching import OrderType, PriceCondition, Side
@@ -42,6 +42,21 @@ log = logging.getLogger("sim.broker.engine")
 MAX_ACTIVE_PER_SIDE = 20
 FIRST_PERM_ID = 1_000_000_001
 AVG_PRICE_PLACES = Decimal("0.00000001")
+
+
+# Matching's enums by the broker's strings (validated at placement: BUY/SELL, LMT/MKT); the enum call is the
+# fallback, so an unexpected string fails exactly as before. Looked up for every working order at every print.
+_SIDES = {side.value: side for side in Side}
+_ORDER_TYPES = {kind.value: kind for kind in OrderType}
+_BY_SEQ = attrgetter("seq")
+
+
+def _snapshot(order: BrokerOrder) -> BrokerOrder:
+    """A shallow copy of ``order`` (a snapshot for an event): what ``copy.copy`` makes of a plain dataclass
+    (a new instance sharing the attribute values), without its generic reduce protocol."""
+    snapshot = object.__new__(type(order))
+    snapshot.__dict__.update(order.__dict__)
+    return snapshot
 
 
 def _reason(text: str) -> str:
@@ -89,7 +104,7 @@ class Engine:
 
     def open_orders(self, client_id: int | None = None) -> list[BrokerOrder]:
         return [
-            o for o in sorted(self.live.values(), key=lambda o: o.seq)
+            o for o in sorted(self.live.values(), key=_BY_SEQ)
             if client_id is None or o.client_id == client_id
         ]
 
@@ -129,11 +144,11 @@ class Engine:
         if code:
             return self._reject_new(client_id, ticket, now_ns, code, text)
         order = self._new_order(client_id, ticket, now_ns)
-        events: list[Event] = [OrderAcknowledged(copy(order))]
+        events: list[Event] = [OrderAcknowledged(_snapshot(order))]
         session = sessions.session_at(now_ns)
         if order.order_type == "LMT" and not order.outside_rth and session is not sessions.Session.REGULAR:
             opens = datetime.fromtimestamp(sessions.next_regular_open_ns(now_ns) / 1e9, tz=sessions.EASTERN)
-            events.append(OrderWarning(copy(order), 399, (
+            events.append(OrderWarning(_snapshot(order), 399, (
                 f"Order Message:\n{order.action} {order.quantity} TQQQ NASDAQ.NMS\n"
                 f"Warning: your order will not be placed at the exchange until "
                 f"{opens:%Y-%m-%d %H:%M:%S} US/Eastern"
@@ -256,7 +271,7 @@ class Engine:
         order.conditions_ignore_rth = t.conditions_ignore_rth
         order.conditions_cancel_order = t.conditions_cancel_order
         order.set_status(self._working_status(order, now_ns), now_ns, "modified")
-        return [OrderAcknowledged(copy(order)), *self._evaluate([order], now_ns, arrival=True)]
+        return [OrderAcknowledged(_snapshot(order)), *self._evaluate([order], now_ns, arrival=True)]
 
     # --- cancellation --------------------------------------------------------------------------------------------
 
@@ -271,13 +286,13 @@ class Engine:
                                 f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
                                 f"state: {order.status}.")]
         self._finish(order, CANCELLED, now_ns, "cancelled by the client")
-        return [OrderCancelled(copy(order), "")]
+        return [OrderCancelled(_snapshot(order), "")]
 
     def global_cancel(self, now_ns: int) -> list[Event]:
         events: list[Event] = []
         for order in self.open_orders():
             self._finish(order, CANCELLED, now_ns, "global cancel")
-            events.append(OrderCancelled(copy(order), ""))
+            events.append(OrderCancelled(_snapshot(order), ""))
         return events
 
     def _finish(self, order: BrokerOrder, status: str, now_ns: int, note: str) -> None:
@@ -301,10 +316,10 @@ class Engine:
         for order in self.open_orders():
             if order.expires_ns is not None and now_ns >= order.expires_ns:
                 self._finish(order, CANCELLED, now_ns, "DAY order expired at the end of its session")
-                events.append(OrderCancelled(copy(order), "expired at the end of its session (DAY)"))
+                events.append(OrderCancelled(_snapshot(order), "expired at the end of its session (DAY)"))
             elif order.status == PRE_SUBMITTED and self._working_status(order, now_ns) == SUBMITTED:
                 order.set_status(SUBMITTED, now_ns, "session open")
-                events.append(OrderAcknowledged(copy(order)))
+                events.append(OrderAcknowledged(_snapshot(order)))
         return events
 
     def _evaluate(self, orders: list[BrokerOrder], now_ns: int, arrival: bool) -> list[Event]:
@@ -324,18 +339,18 @@ class Engine:
                 continue
             if order.conditions_cancel_order:
                 self._finish(order, CANCELLED, now_ns, f"condition met at {last}: conditionsCancelOrder")
-                events.append(OrderCancelled(copy(order), "condition met (conditionsCancelOrder)"))
+                events.append(OrderCancelled(_snapshot(order), "condition met (conditionsCancelOrder)"))
                 continue
             order.triggered = True
             order.set_status(self._working_status(order, now_ns), now_ns, f"condition met at {last}")
-            events.append(OrderAcknowledged(copy(order)))
+            events.append(OrderAcknowledged(_snapshot(order)))
         working = [o for o in orders if not o.done and o.triggered]
-        working.sort(key=lambda o: o.seq)
+        working.sort(key=_BY_SEQ)
         book = [
             matching.WorkingOrder(
                 key=o.perm_id,
-                side=Side(o.action),
-                order_type=OrderType(o.order_type),
+                side=_SIDES.get(o.action) or Side(o.action),
+                order_type=_ORDER_TYPES.get(o.order_type) or OrderType(o.order_type),
                 limit=o.limit,
                 remaining=o.remaining,
                 outside_rth=o.outside_rth,
@@ -383,7 +398,7 @@ class Engine:
             self._finish(order, FILLED, now_ns, f"filled {order.filled} @ avg {execution.avg_price}")
         else:
             order.history.append(StatusChange(now_ns, order.status, f"partial fill {shares} @ {price}"))
-        return OrderFilled(copy(order), execution)
+        return OrderFilled(_snapshot(order), execution)
 
 
 def _conditions(t: OrderTicket) -> list[Condition]:
