@@ -16,6 +16,7 @@ from gridbot.config import PROJECT_ROOT
 from proto import topics
 from proto.messages import CancelOrder, GridState, TradingHalted, WorkingOrder
 from tests.services.strategy.harness import Harness, eventually
+from tests.services.strategy.system import Process
 
 D = Decimal
 
@@ -177,19 +178,15 @@ xpub = "{endpoints[1]}"
 executor = "{endpoints[2]}"
 statekeeper = "{endpoints[3]}"
 """)
-    proc = program(config)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GRIDBOT_CONFIG=str(config))
+    strategy = Process("strategy", ["-m", "services.strategy"], env, tmp_path)
     try:
-        assert proc.stdout is not None
-        # It runs without any peer: it keeps asking for the state.
-        for line in proc.stdout:
-            if "strategy for TQQQ" in line:
-                break
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        # It runs without any peer: it keeps asking for the state. (Read with a deadline: a silent program fails.)
+        strategy.wait_for("strategy for TQQQ", timeout=20)
+        strategy.proc.send_signal(signal.SIGTERM)
+        assert strategy.proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        strategy.stop()
 
 
 def test_the_program_names_a_bad_lot_map_and_exits_2(tmp_path: Path) -> None:
