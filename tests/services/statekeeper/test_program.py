@@ -54,7 +54,8 @@ def test_a_truncated_state_file_is_refused_with_its_name_and_left_as_it_is(tmp_p
 def test_sigterm_stops_it_with_exit_0_and_its_state_on_disk(tmp_path: Path) -> None:
     proc = start(config_for(tmp_path))
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True)
+    reader.start()
     seen = ""
     deadline = time.monotonic() + 20
     while "statekeeper for TQQQ" not in seen:  # serving: the signal handlers are in place
@@ -65,7 +66,8 @@ def test_sigterm_stops_it_with_exit_0_and_its_state_on_disk(tmp_path: Path) -> N
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=20)
 
-    time.sleep(0.1)  # let the reader thread take the last lines
+    reader.join(timeout=10)  # it ends at the end of the output: every last line is in the queue
+    assert not reader.is_alive(), "the statekeeper's output did not end after it exited"
     while not lines.empty():
         seen += lines.get()
     assert code == 0, seen
