@@ -71,6 +71,17 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.01)
 
 
+async def handled(service: StrategyService, tick_seq: int, timeout: float = 5.0) -> None:
+    """Wait until the service has decided on the feed's tick ``tick_seq`` and every command it sent was answered.
+
+    A decision follows each message at once, so after this nothing more comes of those ticks: a test that checks
+    that nothing was sent needs no fixed sleep (which a loaded machine could outrun).
+    """
+    await eventually(lambda: service.view.tick is not None and service.view.tick.seq >= tick_seq,
+                     f"the strategy to take tick {tick_seq}", timeout)
+    await service.dispatcher.drain(timeout)
+
+
 class FakeExecutor:
     """Answers commands like the executor: a new key is accepted, a known one is a duplicate."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from gridbot.config import PROJECT_ROOT
 from proto import topics
 from proto.messages import CancelOrder, GridState, TradingHalted, WorkingOrder
-from tests.services.strategy.harness import Harness, eventually
+from tests.services.strategy.harness import Harness, eventually, handled
 from tests.services.strategy.system import Process
 
 D = Decimal
@@ -35,8 +35,7 @@ def test_ten_ticks_at_once_send_one_level0_order() -> None:
             assert h.executor is not None
             for n in range(10):
                 h.feed.tick(f"100.0{n}")
-            await eventually(lambda: len(h.executor.places()) >= 1, "the Level-0 order")
-            await asyncio.sleep(0.5)  # more ticks would have had time to make a second one
+            await handled(h.service, 10)  # every tick taken: a second order would have been sent by now
 
             assert [p.key for p in h.executor.places()] == ["tqgrid1 c1 L0 BUY"]
             assert h.executor.places()[0].limit == D("100.25")  # the first tick's price x 1.0025
@@ -57,7 +56,7 @@ def test_once_the_state_shows_the_order_later_ticks_send_nothing() -> None:
             await eventually(lambda: h.service.view.state_seq == 2, "the state update")
             for price in ("100.10", "99.90", "100.00"):
                 h.feed.tick(price)
-            await asyncio.sleep(0.4)
+            await handled(h.service, 4)
 
             assert len(h.executor.commands) == 1
 
@@ -83,7 +82,7 @@ def test_a_halt_notice_stops_new_orders_at_once() -> None:
             h.statekeeper.publisher.publish(topics.CONTROL, TradingHalted(reason="operator"))
             await eventually(lambda: h.service.view.state is not None and h.service.view.state.halted, "the halt")
             h.feed.tick("100.00")
-            await asyncio.sleep(0.4)
+            await handled(h.service, 1)
 
             assert h.executor.places() == []
             assert h.service.last_decision is not None and h.service.last_decision.blocked == "halted: operator"
@@ -97,7 +96,7 @@ def test_nothing_is_placed_while_the_state_is_not_in_sync() -> None:
         async with Harness(GridState(symbol="TQQQ", in_sync=False)) as h:
             assert h.executor is not None
             h.feed.tick("100.00")
-            await asyncio.sleep(0.4)
+            await handled(h.service, 1)
             assert h.executor.places() == []
 
             h.statekeeper.update(empty())
@@ -111,7 +110,7 @@ def test_nothing_is_sent_before_the_executor_is_up_then_one_level0_goes() -> Non
     async def scenario() -> None:
         async with Harness(empty(), start_executor=False) as h:
             h.feed.tick("100.00")
-            await asyncio.sleep(0.3)
+            await handled(h.service, 1)  # decided on while no executor is up
             executor = await h.start_executor()
             await eventually(lambda: h.service.subscriber.peer_alive("executor"), "the executor's heartbeat")
             await eventually(lambda: h.service.view.broker_connected is True, "the executor's broker snapshot")
@@ -143,7 +142,7 @@ def test_a_queued_buy_that_left_the_queue_is_cancelled_over_the_bus() -> None:
         async with Harness(state) as h:
             assert h.executor is not None
             await eventually(lambda: len(h.executor.commands) >= 3, "the commands")
-            await asyncio.sleep(0.2)
+            await h.service.dispatcher.drain(5.0)
 
             cancels = [c.key for c in h.executor.commands if isinstance(c, CancelOrder)]
             assert cancels == ["tqgrid1 c1 L4 BUY"]
