@@ -113,6 +113,11 @@ class AlpacaClient:
         self._thread.start()
         return self
 
+    def native_id(self) -> int:
+        """The client thread's id as the operating system knows it (once started)."""
+        assert self._thread.native_id is not None, "start() the client first"
+        return self._thread.native_id
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the client's loop to stop the stream; wait for its thread to end (a loaded machine is slow)."""
         if not self.returned.is_set():
@@ -177,6 +182,22 @@ async def start_stream(clock: SimClock | None = None, **kwargs: Any) -> StreamSe
 def subscribed(server: StreamServer, n: int = 1, channel: str = "trades") -> Callable[[], bool]:
     """A condition: ``n`` clients are subscribed to ``channel`` of the symbol."""
     return lambda: sum(SYMBOL in c.session.subscriptions[channel] for c in server.clients()) >= n
+
+
+def cpu_wait_s(*thread_ids: int) -> float:
+    """Seconds the given threads (native ids) of this process have spent ready to run but waiting for a CPU.
+
+    Linux's scheduler counts it per thread (/proc/self/task/<id>/schedstat, second field, ns). It is what other
+    processes on a busy machine add to a wall-clock measurement; elsewhere it reads 0, so nothing is discounted.
+    """
+    total_ns = 0
+    for tid in thread_ids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total_ns += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total_ns / 1e9
 
 
 def run(coro: Any, timeout: float = 90.0) -> Any:
