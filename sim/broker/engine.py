@@ -91,11 +91,23 @@ class Engine:
     last: LastPrint | None = None
     # Set by the reject-next control: the next new order is rejected with this error code.
     reject_next: int | None = None
+    # The last (instant, session) looked up: one print or placement asks for the session of the same instant
+    # several times (each held order, then the matching), and the session is a pure function of the instant.
+    _session_memo: tuple[int, sessions.Session] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.next_perm_id:
             # Spread fresh states over 1e9..2e9 by their creation time, within IB's 32-bit permId range.
             self.next_perm_id = FIRST_PERM_ID + (self.epoch_s % 1_000_000) * 1000
+
+    def _session_at(self, now_ns: int) -> sessions.Session:
+        """:func:`core.sessions.session_at`, remembered for the last instant asked about."""
+        memo = self._session_memo
+        if memo is not None and memo[0] == now_ns:
+            return memo[1]
+        session = sessions.session_at(now_ns)
+        self._session_memo = (now_ns, session)
+        return session
 
     # --- queries -------------------------------------------------------------------------------------------------
 
@@ -145,7 +157,7 @@ class Engine:
             return self._reject_new(client_id, ticket, now_ns, code, text)
         order = self._new_order(client_id, ticket, now_ns)
         events: list[Event] = [OrderAcknowledged(_snapshot(order))]
-        session = sessions.session_at(now_ns)
+        session = self._session_at(now_ns)
         if order.order_type == "LMT" and not order.outside_rth and session is not sessions.Session.REGULAR:
             opens = datetime.fromtimestamp(sessions.next_regular_open_ns(now_ns) / 1e9, tz=sessions.EASTERN)
             events.append(OrderWarning(_snapshot(order), 399, (
@@ -179,7 +191,7 @@ class Engine:
                 return 110, "The price does not conform to the minimum price variation for this contract."
         if t.tif not in ("", "DAY", "GTC"):
             return 201, _reason(f"time in force {t.tif!r} is not supported by the paper broker (DAY, GTC)")
-        if t.order_type == "MKT" and sessions.session_at(now_ns) is not sessions.Session.REGULAR:
+        if t.order_type == "MKT" and self._session_at(now_ns) is not sessions.Session.REGULAR:
             return 201, _reason("market orders are accepted during regular trading hours only (09:30-16:00 ET)")
         if not t.transmit or t.parent_id or t.oca_group:
             return 201, _reason("untransmitted, bracket (parentId) and OCA orders are not supported by the paper broker")
@@ -242,7 +254,7 @@ class Engine:
 
     def _working_status(self, order: BrokerOrder, now_ns: int) -> str:
         """Submitted when the order works at the exchange now; PreSubmitted while held (condition, session)."""
-        if order.triggered and sessions.can_trade(sessions.session_at(now_ns), order.outside_rth):
+        if order.triggered and sessions.can_trade(self._session_at(now_ns), order.outside_rth):
             return SUBMITTED
         return PRE_SUBMITTED
 
@@ -327,7 +339,7 @@ class Engine:
         if self.last is None:
             return []
         events: list[Event] = []
-        session = sessions.session_at(now_ns)
+        session = self._session_at(now_ns)
         last = self.last.price
         for order in orders:
             if order.done or order.triggered:
