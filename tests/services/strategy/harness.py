@@ -164,12 +164,14 @@ class Harness:
         self.forwarder = Forwarder("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
         self.forwarder.start()
         self.ctx = zmq.asyncio.Context()
-        self.executor_endpoint = free_endpoint()
-        self.statekeeper_endpoint = free_endpoint()
-        self.cfg = test_config(self.forwarder, self.executor_endpoint, self.statekeeper_endpoint, **strategy)
         xsub = self.forwarder.xsub_endpoint
-        self.executor = FakeExecutor(self.ctx, self.executor_endpoint, xsub) if start_executor else None
-        self.statekeeper = FakeStatekeeper(self.ctx, self.statekeeper_endpoint, xsub, state)
+        # The peers bind free ports themselves (a port picked in advance and bound later can be taken meanwhile by
+        # another test: "Address already in use"); only an executor started later needs one picked in advance.
+        self.statekeeper = FakeStatekeeper(self.ctx, "tcp://127.0.0.1:*", xsub, state)
+        self.executor = FakeExecutor(self.ctx, "tcp://127.0.0.1:*", xsub) if start_executor else None
+        self.executor_endpoint = self.executor.server.endpoint if self.executor is not None else free_endpoint()
+        self.statekeeper_endpoint = self.statekeeper.server.endpoint
+        self.cfg = test_config(self.forwarder, self.executor_endpoint, self.statekeeper_endpoint, **strategy)
         self.feed = Feed(self.ctx, xsub)
         self.service = StrategyService(self.cfg, self.ctx)
         self.task: asyncio.Task[None] | None = None
