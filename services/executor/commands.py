@@ -259,6 +259,15 @@ class CommandHandler:
                 await self.syncer.sync("snapshot request")
             except (TimeoutError, ConnectFailed, ConnectionError) as e:
                 log.warning("resync for a snapshot failed: %s", e)
+        elif state.connected and not state.synced:
+            # A sync is under way (at connect, or a resync another client asked for): answer with its outcome.
+            # A snapshot taken mid-sync would say "disconnected" for a moment, and the asker would hold its
+            # orders until it asked again (seen: the strategy missed a Level-0 tick that way).
+            try:
+                await asyncio.wait_for(self.syncer.settled(), state.cfg.broker.connect_timeout)
+            except TimeoutError:
+                log.warning("a snapshot waited %.0f s for a sync in progress; answering as it stands",
+                            state.cfg.broker.connect_timeout)
         records = state.table.records()
         return BrokerSnapshot(
             ts_ns=time.time_ns(),

@@ -31,6 +31,11 @@ class Syncer:
         self.queue = queue
         self._lock = asyncio.Lock()
 
+    async def settled(self) -> None:
+        """Return once no sync is running (at once when none is)."""
+        async with self._lock:
+            pass
+
     async def sync(self, why: str) -> None:
         """Rebuild the table from TWS (broker truth), publish what changed and every fill missed meanwhile."""
         state = self.state

@@ -14,6 +14,7 @@ import pytest
 from proto.messages import (
     Alert,
     BrokerSnapshot,
+    BrokerSnapshotRequest,
     CancelAll,
     CancelOrder,
     CommandAccepted,
@@ -116,6 +117,25 @@ def test_ten_identical_place_orders_at_once_make_one_order_at_the_broker(tmp_pat
             assert {(d.order_id, d.perm_id) for d in duplicates} == {(accepted[0].order_id, accepted[0].perm_id)}
             assert len(await b.broker_orders(key)) == 1
             assert len(await b.broker_requests("placeOrder")) == 1
+
+    run(scenario())
+
+
+def test_a_snapshot_asked_during_anothers_resync_reports_the_broker_connected(tmp_path: Path, lib: str) -> None:
+    """A plain snapshot that lands while a resync runs waits for it, instead of saying "disconnected" mid-sync."""
+
+    async def scenario() -> None:
+        async with Bench(tmp_path, lib) as b:
+            await b.start_executor()
+            # The resync request goes first; the plain one follows at staggered offsets, so that some arrive
+            # while its sync is under way (a sync is a few round trips to the broker: milliseconds).
+            for offset_ms in range(0, 30, 2):
+                resync = asyncio.create_task(b.request(BrokerSnapshotRequest(resync=True)))
+                await asyncio.sleep(offset_ms / 1000)
+                plain = await b.request(BrokerSnapshotRequest())
+                assert isinstance(plain, BrokerSnapshot) and plain.connected, f"mid-sync at +{offset_ms} ms"
+                resynced = await resync
+                assert isinstance(resynced, BrokerSnapshot) and resynced.connected
 
     run(scenario())
 
