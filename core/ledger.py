@@ -74,6 +74,12 @@ OrderEvent = (
 _LOT_ORDER = attrgetter("cycle", "level", "buy_key")
 _WORKING_ORDER_ORDER = attrgetter("side", "level", "key")
 
+# The last few lists of lots this module put in order (freeze's output; a GridState is frozen and no one changes
+# its lists): an event that leaves the lots alone copies such a list as it is instead of sorting it again. A tuple,
+# replaced whole, so a reader in another thread never sees it change under it.
+_RECENT_ORDERED_LOTS: tuple[list[Lot], ...] = ()
+_RECENT_MEMORY = 4
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerRules:
@@ -240,6 +246,8 @@ class _Book:
         self.buy_attempts = dict(state.buy_attempts)
         self.realized = state.realized_pnl
         self.lots: list[Lot] = list(state.lots)
+        # Set by every change to ``lots`` (replace_lot, open_lot): freeze sorts only lots that changed.
+        self.lots_changed = False
         self.orders: dict[str, WorkingOrder] = {order.key: order for order in state.orders}
         self.execs: dict[str, AppliedExecution] = {rec.exec_id: rec for rec in state.executions}
         self.ended: list[int] = list(state.ended_orders)
@@ -248,7 +256,13 @@ class _Book:
         self.notes: list[str] = []
 
     def freeze(self) -> GridState:
-        lots = sorted(self.lots, key=_LOT_ORDER)
+        global _RECENT_ORDERED_LOTS
+        base_lots = self.base.lots
+        if not self.lots_changed and any(base_lots is known for known in _RECENT_ORDERED_LOTS):
+            lots = list(base_lots)  # already in order: sorting it would give the same list
+        else:
+            lots = sorted(self.lots, key=_LOT_ORDER)
+        _RECENT_ORDERED_LOTS = (lots, *_RECENT_ORDERED_LOTS[: _RECENT_MEMORY - 1])
         orders = sorted(self.orders.values(), key=_WORKING_ORDER_ORDER)
         memory = self.rules.exec_memory
         execs = list(self.execs.values())[-memory:] if memory > 0 else []
@@ -308,6 +322,7 @@ class _Book:
         return None
 
     def replace_lot(self, old: Lot, new: Lot | None) -> None:
+        self.lots_changed = True
         index = next(i for i, lot in enumerate(self.lots) if lot is old)
         if new is None:
             del self.lots[index]
@@ -486,6 +501,7 @@ class _Book:
         else:
             self.notes.append(f"lot of cycle {key.cycle} opened while the grid is in cycle {self.cycle}")
         self.lots.append(lot)
+        self.lots_changed = True
         # A SELL of this lot may have been reported before the lot itself (events out of order).
         pending = self.orders.get(lot.sell_key)
         if pending is not None:

@@ -375,9 +375,12 @@ def _diff(
     live_keys = {key: parse(key) for key in live}
     lot_sell_keys = {lot.sell_key for lot in state.lots}
     cancels: list[Command] = []
-    for key, order in sorted(live.items(), key=lambda item: _order_rank(live_keys[item[0]], item[1].limit)):
-        if key in desired or order.status in CANCELLING_STATUSES:
-            continue
+    # Only the live orders that are not desired and not already being cancelled can give a cancel: they are taken
+    # out before the sort (a stable sort keeps the rest in the same relative order), so the sort ranks a few.
+    undesired = [
+        (key, order) for key, order in live.items() if key not in desired and order.status not in CANCELLING_STATUSES
+    ]
+    for key, _order in sorted(undesired, key=lambda item: _order_rank(live_keys[item[0]], item[1].limit)):
         k = live_keys[key]
         if k.side is Side.SELL and key not in lot_sell_keys:
             continue  # a SELL of no lot: reconciliation's business, never ours to cancel
@@ -389,11 +392,11 @@ def _diff(
     caps = {"BUY": config.max_live_buys, "SELL": config.max_live_sells}
     places: list[Command] = []
     held: list[str] = []
-    desired_keys = {key: parse(key) for key in desired}
-    for key, place in sorted(desired.items(), key=lambda item: _order_rank(desired_keys[item[0]], item[1].limit)):
-        if key in live:
-            continue
-        if desired_keys[key].slot in taken_slots or counts[place.side] >= caps[place.side]:
+    # Likewise only the desired orders not live yet can give a place.
+    missing = {key: place for key, place in desired.items() if key not in live}
+    missing_keys = {key: parse(key) for key in missing}
+    for key, place in sorted(missing.items(), key=lambda item: _order_rank(missing_keys[item[0]], item[1].limit)):
+        if missing_keys[key].slot in taken_slots or counts[place.side] >= caps[place.side]:
             held.append(key)
             continue
         counts[place.side] += 1
