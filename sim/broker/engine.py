@@ -94,6 +94,11 @@ class Engine:
     # The last (instant, session) looked up: one print or placement asks for the session of the same instant
     # several times (each held order, then the matching), and the session is a pure function of the instant.
     _session_memo: tuple[int, sessions.Session] | None = field(default=None, init=False, repr=False, compare=False)
+    # Matching's view of each live order, by permId, with the limit object, remaining and outsideRth it was made
+    # from: every print needs it for every working order, and it changes only at a fill or a modification.
+    _book_entries: dict[int, tuple[Decimal | None, int, bool, matching.WorkingOrder]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.next_perm_id:
@@ -312,6 +317,7 @@ class Engine:
         order.completed_ns = now_ns
         order.completed_status = note
         self.live.pop(order.perm_id, None)
+        self._book_entries.pop(order.perm_id, None)
 
     # --- the market ----------------------------------------------------------------------------------------------
 
@@ -358,17 +364,7 @@ class Engine:
             events.append(OrderAcknowledged(_snapshot(order)))
         working = [o for o in orders if not o.done and o.triggered]
         working.sort(key=_BY_SEQ)
-        book = [
-            matching.WorkingOrder(
-                key=o.perm_id,
-                side=_SIDES.get(o.action) or Side(o.action),
-                order_type=_ORDER_TYPES.get(o.order_type) or OrderType(o.order_type),
-                limit=o.limit,
-                remaining=o.remaining,
-                outside_rth=o.outside_rth,
-            )
-            for o in working
-        ]
+        book = [self._book_entry(o) for o in working]
         liquidity = self.last.liquidity if self.partial_fills else self.last.size
         fills = matching.match(book, matching.Print(last, liquidity), session, self.partial_fills)
         for fill in fills:
@@ -377,6 +373,23 @@ class Engine:
         if fills:
             events.append(PortfolioChanged())
         return events
+
+    def _book_entry(self, o: BrokerOrder) -> matching.WorkingOrder:
+        """``o`` as matching sees it; the one made at an earlier print while its inputs are the very same."""
+        remaining = o.remaining
+        cached = self._book_entries.get(o.perm_id)
+        if cached is not None and cached[0] is o.limit and cached[1] == remaining and cached[2] == o.outside_rth:
+            return cached[3]
+        entry = matching.WorkingOrder(
+            key=o.perm_id,
+            side=_SIDES.get(o.action) or Side(o.action),
+            order_type=_ORDER_TYPES.get(o.order_type) or OrderType(o.order_type),
+            limit=o.limit,
+            remaining=remaining,
+            outside_rth=o.outside_rth,
+        )
+        self._book_entries[o.perm_id] = (o.limit, remaining, o.outside_rth, entry)
+        return entry
 
     def _fill(self, order: BrokerOrder, shares: int, price: Decimal, now_ns: int, arrival: bool) -> OrderFilled:
         commission = matching.execution_commission(order.filled, order.fill_value, shares, price)
