@@ -58,6 +58,10 @@ def test_restarts_and_kills_of_every_service_mid_session(tmp_path: Path) -> None
             # The next fault only once the whole chain (prints, strategy, executor, broker) has placed an order
             # again: every fault strikes a system that is trading, with no fixed wait.
             trading_again(system, f"the {fault.__name__} of {name}")
+        # The faults alone may take less than three cycles on a quick machine: trade on until the session has
+        # completed a few (each swing of the path ends one), so the state checked below has history behind it.
+        wait_until(lambda: (system.status().get("cycle") or 0) >= 3, 120, "the session's third cycle",
+                   interval=0.5, explain=system.explain)
         assert not system.sim("status")["market"]["finished"], "the session ended before the faults did: slow it"
         # What is left to prove is that the state agrees with the broker: hold the market and let it settle.
         system.sim("pause")
