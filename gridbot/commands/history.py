@@ -20,6 +20,7 @@ from typing import Any
 
 from gridbot import config
 from proto.messages import RoundTrip
+from services.statekeeper.journal import select_round_trips
 
 EXIT_INPUT = 2
 COLUMNS = (
@@ -86,28 +87,9 @@ def read_round_trips(path: Path) -> list[RoundTrip]:
         )
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute(
-                "SELECT cycle, level, quantity, buy_price, sell_price, fees, realized_pnl, opened_ts_ns,"
-                " closed_ts_ns, buy_key, sell_key FROM round_trips ORDER BY id"
-            ).fetchall()
+            return select_round_trips(db)
     except sqlite3.DatabaseError as e:
         raise HistoryError(f"journal '{path}' cannot be read: {e}") from None
-    return [
-        RoundTrip(
-            cycle=r[0],
-            level=r[1],
-            quantity=r[2],
-            buy_price=Decimal(r[3]),
-            sell_price=Decimal(r[4]),
-            fees=Decimal(r[5]),
-            realized_pnl=Decimal(r[6]),
-            opened_ts_ns=r[7],
-            closed_ts_ns=r[8],
-            buy_key=r[9],
-            sell_key=r[10],
-        )
-        for r in rows
-    ]
 
 
 def _when(ts_ns: int) -> str:

@@ -119,26 +119,7 @@ class Journal:
 
     def round_trips(self) -> list[RoundTrip]:
         """Every closed round trip, oldest first."""
-        rows = self._db.execute(
-            "SELECT cycle, level, quantity, buy_price, sell_price, fees, realized_pnl, opened_ts_ns, closed_ts_ns,"
-            " buy_key, sell_key FROM round_trips ORDER BY id"
-        ).fetchall()
-        return [
-            RoundTrip(
-                cycle=r[0],
-                level=r[1],
-                quantity=r[2],
-                buy_price=Decimal(r[3]),
-                sell_price=Decimal(r[4]),
-                fees=Decimal(r[5]),
-                realized_pnl=Decimal(r[6]),
-                opened_ts_ns=r[7],
-                closed_ts_ns=r[8],
-                buy_key=r[9],
-                sell_key=r[10],
-            )
-            for r in rows
-        ]
+        return select_round_trips(self._db)
 
     def count_events(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -207,3 +188,27 @@ class Journal:
             "UPDATE round_trips SET fees = ?, realized_pnl = ? WHERE id = ?",
             (str(Decimal(row[1]) + amendment.fee), str(Decimal(row[2]) - amendment.fee), row[0]),
         )
+
+
+def select_round_trips(db: sqlite3.Connection) -> list[RoundTrip]:
+    """Every closed round trip in a journal database, oldest first (the statekeeper's and `gridbot history`'s read)."""
+    rows = db.execute(
+        "SELECT cycle, level, quantity, buy_price, sell_price, fees, realized_pnl, opened_ts_ns, closed_ts_ns,"
+        " buy_key, sell_key FROM round_trips ORDER BY id"
+    ).fetchall()
+    return [
+        RoundTrip(
+            cycle=r[0],
+            level=r[1],
+            quantity=r[2],
+            buy_price=Decimal(r[3]),
+            sell_price=Decimal(r[4]),
+            fees=Decimal(r[5]),
+            realized_pnl=Decimal(r[6]),
+            opened_ts_ns=r[7],
+            closed_ts_ns=r[8],
+            buy_key=r[9],
+            sell_key=r[10],
+        )
+        for r in rows
+    ]
