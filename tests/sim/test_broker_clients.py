@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.sim.broker_harness import (
-    LIBS,
     WAIT,
     BrokerThread,
     ErrorLog,
@@ -22,18 +19,6 @@ from tests.sim.broker_harness import (
     tqqq,
     until,
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    b = BrokerThread(tmp_path / "state")
-    yield b
-    b.stop()
-
-
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_orders_and_their_events_go_to_the_owning_client(broker: BrokerThread, lib: str) -> None:

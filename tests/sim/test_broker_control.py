@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import zmq
@@ -14,13 +13,6 @@ from gridbot import cli
 from sim.broker.verbs import register_broker_verbs
 from sim.control import ControlError, ControlServer, UsageError, call, check_loopback
 from tests.sim.broker_harness import WAIT, BrokerThread, client_module, connect, run, tqqq, until
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    b = BrokerThread(tmp_path / "state")
-    yield b
-    b.stop()
 
 
 @pytest.fixture

@@ -107,11 +107,6 @@ def make_execution(realized: Decimal | None) -> Execution:
     )
 
 
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(params=VERSIONS)
 def sv(request: pytest.FixtureRequest) -> int:
     return int(request.param)

@@ -6,14 +6,12 @@ Each scenario runs once per client library. The broker runs in a thread with a d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.sim.broker_harness import (
-    LIBS,
     WAIT,
     BrokerThread,
     ErrorLog,
@@ -25,18 +23,6 @@ from tests.sim.broker_harness import (
     tqqq,
     until,
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    b = BrokerThread(tmp_path / "state")
-    yield b
-    b.stop()
-
-
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def session(lib: str, broker: BrokerThread) -> tuple[Any, Any, Any, ErrorLog]:

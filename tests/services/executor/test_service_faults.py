@@ -33,17 +33,12 @@ from proto.messages import (
     TradingResumed,
 )
 from services.executor import ib_api
-from tests.services.executor.harness import CLIENT_ID, LIBS, Bench, buy, run, sell
+from tests.services.executor.harness import CLIENT_ID, Bench, buy, run, sell
 
 pytestmark = pytest.mark.slow
 
 BUY_KEY = "tqgrid1 c1 L0 BUY"
 SELL_KEY = "tqgrid1 c1 L0 SELL 100.00"
-
-
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def hold_a_lot_with_a_live_sell(b: Bench) -> OrderFilled:

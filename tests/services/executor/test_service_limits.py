@@ -14,16 +14,11 @@ import pytest
 
 from proto.messages import Alert, CancelAll, CommandAccepted, CommandRejected, OrderRejected
 from services.executor import ib_api
-from tests.services.executor.harness import LIBS, Bench, buy, run, sell
+from tests.services.executor.harness import Bench, buy, run, sell
 
 pytestmark = pytest.mark.slow
 
 SECOND_NS = 1_000_000_000
-
-
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_submissions_never_exceed_the_configured_messages_per_second(tmp_path: Path, lib: str) -> None:

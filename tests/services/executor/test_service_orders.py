@@ -27,16 +27,11 @@ from proto.messages import (
     OrderRejected,
     OrderStatusChanged,
 )
-from tests.services.executor.harness import LIBS, Bench, buy, run, sell
+from tests.services.executor.harness import Bench, buy, run, sell
 
 pytestmark = pytest.mark.slow
 
 TQQQ_CON_ID = 72539702
-
-
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_connect_asks_delayed_data_first_then_qualifies_and_syncs_everything(tmp_path: Path, lib: str) -> None:
