@@ -25,7 +25,7 @@ from rich.text import Text
 
 from core.lotmap import LotMap
 from core.prices import trigger_chain
-from gridbot.probe import HEARTBEAT_SERVICES, Observed
+from gridbot.probe import HEARTBEAT_SERVICES, Observed, stream_from_heartbeat
 from proto.messages import (
     Alert,
     BrokerConnected,
@@ -250,8 +250,17 @@ def _orders(state: GridState) -> RenderableType:
 def _health(view: View, now_ns: int) -> RenderableType:
     text = Text("health  ")
     feed = view.observed.feed
-    if feed is None:
-        # The feed reports every feed.status_interval seconds; until the first report only its heartbeat is known.
+    hb = view.observed.heartbeats.get("feed")
+    beat = stream_from_heartbeat(hb.status) if hb is not None else None
+    if feed is None and beat is not None:
+        # The feed reports every feed.status_interval seconds; until the first report its heartbeat says it.
+        if not beat.connected:
+            text.append(f"stream DOWN {beat.reason}".rstrip(), style="bold red")
+        elif beat.stale:
+            text.append(f"stream STALE {beat.reason}".rstrip(), style="bold yellow")
+        else:
+            text.append("stream ok (heartbeat)", style="green")
+    elif feed is None:
         text.append("stream: no status yet", style="yellow")
     elif not feed.connected:
         text.append(f"stream DOWN {feed.reason}".rstrip(), style="bold red")

@@ -114,6 +114,27 @@ class ServiceHealth:
     uptime_s: float | None = None
 
 
+@dataclass(frozen=True)
+class StreamFromHeartbeat:
+    """The feed's stream state as its heartbeat's status says it (services/feed/service.py, heartbeat_status)."""
+
+    connected: bool
+    stale: bool
+    reason: str
+
+
+def stream_from_heartbeat(status: str) -> StreamFromHeartbeat | None:
+    """``ok`` / ``stale: <why>`` / ``down: <why>`` as a stream state; None for anything else."""
+    if status == "ok":
+        return StreamFromHeartbeat(True, False, "")
+    kind, sep, why = status.partition(": ")
+    if sep and kind == "stale":
+        return StreamFromHeartbeat(True, True, why)
+    if sep and kind == "down":
+        return StreamFromHeartbeat(False, True, why)
+    return None
+
+
 @dataclass
 class Observed:
     """What the bus carried while we listened (the latest of each kind); ``update`` folds one more message in."""

@@ -20,7 +20,7 @@ import msgspec
 
 from core.lotmap import LotMap
 from core.prices import trigger
-from gridbot.probe import Observed
+from gridbot.probe import Observed, stream_from_heartbeat
 from proto.messages import BrokerConnected, BrokerConnectivity, BrokerSnapshot, GridState, Lot
 
 NS = 1_000_000_000
@@ -150,6 +150,13 @@ def _feed(observed: Observed, now_ns: int, down_after_s: float) -> dict[str, Any
         }
     hb = observed.heartbeats.get("feed")
     if hb is not None and (now_ns - hb.ts_ns) / NS <= down_after_s:
+        beat = stream_from_heartbeat(hb.status)
+        if beat is not None:
+            # No status message in the window (the feed sends one every feed.status_interval, longer than a status
+            # listens), but its heartbeat carries the same state every second.
+            return {"known": True, "connected": beat.connected, "stale": beat.stale,
+                    "reason": beat.reason or "from its heartbeat", "feed": None, "last_print_age_s": None,
+                    "prints": None, "dropped": None}
         # No status message in the window (the feed sends one every feed.status_interval, longer than a status
         # listens). Its heartbeat only says the process runs; a tick heard in the window says the stream delivers.
         tick = observed.tick

@@ -6,7 +6,8 @@ Three tasks in one asyncio loop:
   and hands the raw map to a bounded queue, so a handler never holds up the socket;
 - the pump: parse (services.feed.convert), judge (services.feed.filter), number and publish each print;
 - the monitor: a ``FeedStatus`` whenever connected / stale / reason change and every ``status_interval``, exactly
-  when the feed turns stale (no polling), and an alert summing up the bad prints dropped since the last one.
+  when the feed turns stale (no polling), and an alert summing up the bad prints dropped since the last one; the
+  same state rides on the feed's heartbeat (``Heartbeat.status``: ``ok``, ``stale: ...``, ``down: ...``).
 
 Faults: alpaca-py reconnects on its own (its backoff; ``data_timeout`` for a silent socket). A refused login (402,
 406) raises an alert naming the cause while alpaca-py keeps retrying; 409 (insufficient subscription, after which
@@ -30,7 +31,7 @@ from proto import topics
 from proto.messages import FeedStatus, Message, Severity
 from services.feed.convert import MalformedTrade, to_tick, trade_from_raw
 from services.feed.filter import DropReason, PrintFilter
-from services.feed.health import FeedHealth
+from services.feed.health import FeedHealth, HealthReport
 from services.feed.stream import AlpacaTradeStream, stream_url
 
 log = logging.getLogger("feed")
@@ -45,6 +46,9 @@ DROPS_LOGGED_PER_INTERVAL = 20
 
 class Publishes(Protocol):
     """The part of bus.Publisher the feed uses."""
+
+    # What the feed's heartbeat says of it (Heartbeat.status): see heartbeat_status.
+    status: str
 
     def publish(self, topic: str, msg: Message) -> object: ...
 
@@ -102,6 +106,15 @@ def describe_refusal(code: int | None, text: str, feed: str) -> tuple[Severity, 
     return "warning", f"the stream refused the login ({code or 'no code'}: {text}); retrying"
 
 
+def heartbeat_status(report: HealthReport) -> str:
+    """The feed's heartbeat status: "ok" while connected with fresh prints, else "stale: ..." or "down: ..."."""
+    if not report.connected:
+        return f"down: {report.reason}"
+    if report.stale:
+        return f"stale: {report.reason}"
+    return "ok"
+
+
 class FeedService:
     """Runs one symbol's feed until cancelled (clean stop) or until a fatal fault (raises FeedFatal)."""
 
@@ -110,6 +123,7 @@ class FeedService:
         self._filter, self._health = check_settings(cfg)
         self._cfg = cfg
         self._publisher = publisher
+        publisher.status = heartbeat_status(self._health.report(time.monotonic()))  # "down: ..." until connected
         self._alerts = AlertSink.from_config(cfg, SENDER, publisher)
         self._symbol = cfg.general.symbol
         self._topic = topics.tick(self._symbol)
@@ -240,6 +254,9 @@ class FeedService:
 
     def _publish_status(self, now: float) -> None:
         report = self._health.report(now)
+        # The heartbeat (every second) carries the stream's state too, so that a monitor that did not hear the last
+        # FeedStatus (published on a change and every feed.status_interval) still knows it.
+        self._publisher.status = heartbeat_status(report)
         self._publisher.publish(
             topics.FEED_STATUS,
             FeedStatus(

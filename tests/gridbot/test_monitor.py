@@ -118,6 +118,21 @@ def test_headline_health_and_alerts() -> None:
     assert "critical" in text and "statekeeper/halted" in text and "position differs by 5 shares" in text
 
 
+def test_before_the_feeds_first_status_its_heartbeat_says_the_stream_state() -> None:
+    def health(status: str | None) -> str:
+        v = view()
+        v.observed.feed = None
+        if status is not None:
+            beat = Heartbeat(ts_ns=NOW, service="feed", pid=2, started_ts_ns=NOW, status=status)
+            v.observed.update(env("feed", beat), NOW)
+        return lines_with(dashboard.render_text(v, NOW), "broker connected")[0]
+
+    assert "stream: no status yet" in health(None)
+    assert "stream ok (heartbeat)" in health("ok")
+    assert "stream STALE no print for more than 10 s" in health("stale: no print for more than 10 s")
+    assert "stream DOWN stream lost" in health("down: stream lost")
+
+
 def test_halted_and_disconnected_are_shouted() -> None:
     v = view(state=GridState(symbol="TQQQ", cycle=5, anchor_price=Decimal(100), halted=True,
                              halt_reason="operator halt", in_sync=True))

@@ -177,11 +177,11 @@ def test_text_when_nothing_answers() -> None:
 
 
 def test_health_line_without_the_feeds_status_says_what_is_known() -> None:
-    # The feed's status message comes every few seconds, a status listens about one: its heartbeat and the ticks
-    # heard in the window are all there is; the line says so instead of "stream ? (ok)".
-    def feed_line(with_tick: bool) -> str:
+    # The feed's status message comes every few seconds, a status listens about one: its heartbeat (which carries
+    # the stream's state) and the ticks heard in the window are all there is; the line says so.
+    def feed_line(with_tick: bool, status: str = "ok") -> str:
         observed = Observed()
-        hb = Heartbeat(ts_ns=NOW, service="feed", pid=100, started_ts_ns=NOW - 60 * 10**9)
+        hb = Heartbeat(ts_ns=NOW, service="feed", pid=100, started_ts_ns=NOW - 60 * 10**9, status=status)
         observed.update(envelope("feed", hb), NOW)
         if with_tick:
             tick = Tick(symbol="TQQQ", price=Decimal("98.50"), size=100, exchange_ts_ns=NOW,
@@ -190,8 +190,12 @@ def test_health_line_without_the_feeds_status_says_what_is_known() -> None:
         text = statusview.render(statusview.build(inputs(observed=observed)))
         return next(line for line in text.splitlines() if line.startswith("health: "))
 
-    assert "stream ok (prints arriving)" in feed_line(with_tick=True)
-    quiet = feed_line(with_tick=False)
+    assert "stream ok (from its heartbeat)" in feed_line(with_tick=False)
+    assert "stream stale (no print for more than 10 s)" in feed_line(False, "stale: no print for more than 10 s")
+    assert "stream down (stream lost: reset by peer)" in feed_line(False, "down: stream lost: reset by peer")
+    # A heartbeat status the view does not know: only what was heard in the window.
+    assert "stream ok (prints arriving)" in feed_line(with_tick=True, status="starting")
+    quiet = feed_line(with_tick=False, status="starting")
     assert "stream not reported (feed running; no stream status or print heard while listening)" in quiet
     assert "?" not in quiet
     gone = statusview.render(statusview.build(inputs(observed=Observed())))

@@ -15,7 +15,7 @@ import zmq.asyncio
 
 from bus.subscriber import Subscriber
 from proto.envelope import Envelope
-from proto.messages import Alert, FeedStatus, Message, Tick
+from proto.messages import Alert, FeedStatus, Heartbeat, Message, Tick
 from services.feed.stream import AlpacaTradeStream
 from tests.services.feed.helpers import (
     EVENT_TIMEOUT,
@@ -53,7 +53,7 @@ class BusWatcher:
 
     def __init__(self, endpoint: str) -> None:
         self.ctx = zmq.asyncio.Context()
-        self.sub = Subscriber(self.ctx, endpoint, ["md.", "alert"], heartbeat_interval=0.2)
+        self.sub = Subscriber(self.ctx, endpoint, ["md.", "alert", "hb.feed"], heartbeat_interval=0.2)
         self.envelopes: list[Envelope] = []
         self._task = asyncio.create_task(self._collect())
 
@@ -262,16 +262,26 @@ def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
                 FeedStatus, lambda s: s.connected and not s.stale, EVENT_TIMEOUT, "a fresh FeedStatus"
             )
             silence_start = time.monotonic()
+            beats_before_silence = bus.mark(Heartbeat)
             # Silent until the test has seen the stale status, however long a busy machine takes to show it.
             await asyncio.to_thread(sim.call, cmd="silence", seconds=60.0)
             stale = await bus.wait_for(
                 FeedStatus, lambda s: s.stale, EVENT_TIMEOUT, "a stale FeedStatus", bus.mark(FeedStatus), feed.log
             )
             stale_after = time.monotonic() - silence_start
+            # The heartbeat (every second) says it too, for a monitor that missed the FeedStatus.
+            stale_beat = await bus.wait_for(
+                Heartbeat, lambda b: b.status.startswith("stale"), EVENT_TIMEOUT, "a stale heartbeat", beats_before_silence,
+                feed.log,
+            )
             before_recovery = bus.mark(FeedStatus)
+            beats_before_recovery = bus.mark(Heartbeat)
             await asyncio.to_thread(sim.call, cmd="silence", seconds=0.0)  # the ticker's prints flow again
             fresh = await bus.wait_for(
                 FeedStatus, lambda s: not s.stale, EVENT_TIMEOUT, "a fresh FeedStatus again", before_recovery, feed.log
+            )
+            fresh_beat = await bus.wait_for(
+                Heartbeat, lambda b: b.status == "ok", EVENT_TIMEOUT, "an ok heartbeat again", beats_before_recovery
             )
             code, _ = await asyncio.to_thread(feed.terminate)
         finally:
@@ -285,6 +295,8 @@ def test_feed_status_turns_stale_when_the_stream_goes_silent_and_recovers(
         # Published when it turned stale: the feed's own clock says the last print was just over 0.5 s old then.
         assert stale.last_print_age_s is not None and 0.5 <= stale.last_print_age_s < 1.4
         assert fresh.connected and fresh.prints > stale.prints  # fresh again because prints came back
+        assert stale_beat.service == "feed" and stale_beat.status == "stale: no print for more than 0.5 s"
+        assert fresh_beat.service == "feed"
         assert code == 0
 
     run(scenario())
