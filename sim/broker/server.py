@@ -107,6 +107,8 @@ class PaperBroker:
         self.host = "127.0.0.1"
         self.port = 0
         self.outage_until: float | None = None
+        # Set by the control verb mute-next: the next new order's acknowledgement is not sent (see mute_next).
+        self._mute_next_ack = False
 
     # --- life cycle ----------------------------------------------------------------------------------------------
 
@@ -177,7 +179,15 @@ class PaperBroker:
     # --- orders --------------------------------------------------------------------------------------------------
 
     def place_order(self, client_id: int, ticket: OrderTicket) -> None:
-        self._dispatch(self.engine.place(client_id, ticket, self.clock.now_ns()))
+        events = self.engine.place(client_id, ticket, self.clock.now_ns())
+        if self._mute_next_ack and any(isinstance(e, OrderAcknowledged) for e in events):
+            self._mute_next_ack = False
+            # The order works in the book, but its client never hears that it arrived (a lost acknowledgement):
+            # it stays PendingSubmit there until a later report about it (a fill, the cancel's confirmation).
+            events = [e for e in events if not isinstance(e, OrderAcknowledged)]
+            log.warning("mute-next: the acknowledgement of orderId %d (client %d) was not sent",
+                        ticket.order_id, client_id)
+        self._dispatch(events)
 
     def cancel_order(self, client_id: int, order_id: int) -> None:
         self._dispatch(self.engine.cancel(client_id, order_id, self.clock.now_ns()))
@@ -350,6 +360,11 @@ class PaperBroker:
             raise BadControlArgument(f"reject-next needs a positive error code, was {code}")
         self.engine.reject_next = code
         return code
+
+    def mute_next(self) -> bool:
+        """Withhold the acknowledgement (openOrder, orderStatus) of the next new order, as a lost message would."""
+        self._mute_next_ack = True
+        return True
 
     def set_time(self, when: str | int) -> str:
         """Move the simulated clock (an ISO 8601 time with offset, or UTC nanoseconds) and apply its effects."""

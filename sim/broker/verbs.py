@@ -37,5 +37,7 @@ def register_broker_verbs(server: ControlServer, broker: PaperBroker) -> None:
                     "send a connectivity error to every client")
     server.register("reject-next", broker.reject_next, "reject-next [CODE]",
                     "reject the next new order with error CODE (201 unless given)")
+    server.register("mute-next", broker.mute_next, "mute-next",
+                    "take the next new order but never send its acknowledgement (a lost message)")
     server.register("orders", broker.orders_report, "orders", "every order ever received, with history and fills")
     server.register("requests", requests, "requests [CLIENT_ID]", "the requests the clients sent, with times")

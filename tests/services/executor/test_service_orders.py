@@ -6,6 +6,7 @@ Each scenario runs once with ib_insync and once with ib_async (the executor's ``
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -262,5 +263,34 @@ def test_one_order_filled_in_pieces_is_published_per_execution_with_running_tota
             await b.wait_event(OrderStatusChanged, lambda m: m.key == key and m.status == "Filled")
             snapshot: BrokerSnapshot = await b.snapshot()
             assert sum(e.shares for e in snapshot.executions) == 94
+
+    run(scenario())
+
+
+def test_an_order_never_acknowledged_is_cancelled_after_the_ack_timeout(tmp_path: Path, lib: str) -> None:
+    # The paper broker takes the order but its acknowledgement is lost (sim verb mute-next): the executor's monitor
+    # cancels it after broker.ack_timeout (3 s in the harness) and says why, in the reply, the event and an alert.
+    key = "tqgrid1 c1 L1 BUY"
+
+    async def scenario() -> None:
+        async with Bench(tmp_path, lib) as b:
+            await b.start_executor()
+            await b.control("price", "100.00")
+            await b.control("mute-next")
+            sent = time.monotonic()
+            reply = await b.request(buy(key, "99.00", trigger="99.00"))
+            cancelled = await b.wait_event(OrderCancelled, lambda m: m.key == key)
+            waited = time.monotonic() - sent
+            alert = await b.wait_event(Alert, lambda a: a.code == "ack_timeout")
+            at_broker = [o for o in await b.broker_orders() if o["order_ref"] == key]
+
+            assert isinstance(reply, CommandRejected) and "not acknowledged" in reply.reason
+            assert cancelled.filled == 0 and "within broker.ack_timeout" in cancelled.reason
+            assert waited >= 3.0
+            assert "status PendingSubmit" in alert.text and key in alert.text
+            assert [o["status"] for o in at_broker] == ["Cancelled"]
+            # Nothing of it filled: the key may be placed again, and this time IB's answer arrives.
+            again = await b.request(buy(key, "99.00", trigger="99.00"))
+            assert isinstance(again, CommandAccepted) and again.order_id != cancelled.order_id
 
     run(scenario())
