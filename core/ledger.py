@@ -29,10 +29,12 @@ The rules:
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from operator import attrgetter
+from typing import TypeVar
 
 import msgspec
 
@@ -69,16 +71,19 @@ OrderEvent = (
     OrderAccepted | OrderStatusChanged | OrderFilled | CommissionReported | OrderCancelled | OrderRejected
 )
 
-# The order a state keeps its lots and working orders in. attrgetter builds the same tuples as a lambda would, in C:
-# the ledger sorts both at every event, and those sort keys were a large share of a backtest's time.
+# The order a state keeps its lots and working orders in (attrgetter builds the same tuples as a lambda, in C).
 _LOT_ORDER = attrgetter("cycle", "level", "buy_key")
 _WORKING_ORDER_ORDER = attrgetter("side", "level", "key")
 
-# The last few lists of lots this module put in order (freeze's output; a GridState is frozen and no one changes
-# its lists): an event that leaves the lots alone copies such a list as it is instead of sorting it again. A tuple,
-# replaced whole, so a reader in another thread never sees it change under it.
-_RECENT_ORDERED_LOTS: tuple[list[Lot], ...] = ()
+# The last few states :func:`step` made. Such a state is in the ledger's order (see _in_order), so the next event
+# can hand its untouched parts on without sorting or copying them; any other state is put in order the long way.
+# Only identity is asked, of states held here (an id cannot be reused while they live), and a GridState is frozen
+# and no one changes its lists; a state missing here only costs time. A tuple, replaced whole, so a reader in
+# another thread never sees it change under it.
+_RECENT_STATES: tuple[GridState, ...] = ()
 _RECENT_MEMORY = 4
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,58 +239,202 @@ def _mul(shares: int, price: Decimal) -> Decimal:
     return _CTX.multiply(Decimal(shares), price)
 
 
+def _in_order(state: GridState) -> bool:
+    """True when ``state`` is one :func:`step` made, and so in the order freeze puts every state in.
+
+    That order: lots sorted by (cycle, level, buy key), working orders by (side, level, key) with no key twice, no
+    execId twice in the window, ``buy_attempts`` by level. An event applied to such a state by keeping each part in
+    that order as it changes gives exactly the state that sorting every part afresh gives.
+    """
+    for known in _RECENT_STATES:
+        if known is state:
+            return True
+    return False
+
+
+def _by_exec_id(executions: list[AppliedExecution]) -> dict[str, AppliedExecution]:
+    """The executions by execId (a repeated execId keeps its first place and its last record)."""
+    return {rec.exec_id: rec for rec in executions}
+
+
+def _position(lots: list[Lot], lot: Lot) -> int:
+    """Where ``lot`` itself (not a lot equal to it) is in ``lots``."""
+    for index, candidate in enumerate(lots):
+        if candidate is lot:
+            return index
+    raise ValueError(f"lot {lot.buy_key!r} is not in the list")
+
+
+def _window(items: list[_T], memory: int) -> list[_T]:
+    """The last ``memory`` items (the very list when it is no longer)."""
+    if memory <= 0:
+        return []
+    return items if len(items) <= memory else items[-memory:]
+
+
 class _Book:
-    """A mutable working copy of one GridState while one event is applied; :meth:`freeze` makes the next state."""
+    """A working view of one GridState while one event is applied; :meth:`freeze` makes the next state.
+
+    Copy-on-write: the book reads the state's own lists and dicts and copies a part only when the event changes it,
+    and keeps lots and orders in order as they change, so an event costs what it changes, not what the state holds.
+    The next state hands on the parts the event left alone as they are (a GridState is frozen: no one changes its
+    lists).
+    """
+
+    __slots__ = (
+        "base",
+        "rules",
+        "in_order",
+        "cycle",
+        "anchor",
+        "level0_attempt",
+        "buy_attempts",
+        "realized",
+        "lots",
+        "orders",
+        "order_list",
+        "_execs",
+        "execs_changed",
+        "ended",
+        "closed",
+        "amended",
+        "notes",
+    )
 
     def __init__(self, state: GridState, rules: LedgerRules) -> None:
         self.base = state
         self.rules = rules
+        # A state step made is in order already (see _in_order): the book keeps it so. Any other state (read from a
+        # file, rescaled for a split, made by a test) is worked on as it is and sorted by freeze, as always.
+        self.in_order = in_order = _in_order(state)
         self.cycle = state.cycle
         self.anchor = state.anchor_price
         self.level0_attempt = state.level0_attempt
-        self.buy_attempts = dict(state.buy_attempts)
         self.realized = state.realized_pnl
-        self.lots: list[Lot] = list(state.lots)
-        # Set by every change to ``lots`` (replace_lot, open_lot): freeze sorts only lots that changed.
-        self.lots_changed = False
+        # The state's own dict, list and lists until the event changes them (note_attempt, end_order and _own_lots
+        # copy them first).
+        self.buy_attempts = state.buy_attempts
+        self.ended = state.ended_orders
+        self.lots = state.lots
+        # Working orders by key (nearly every event looks one up), and in their order (side, level, key): the
+        # state's own list until an order changes (put_order and drop_order keep it in order).
         self.orders: dict[str, WorkingOrder] = {order.key: order for order in state.orders}
-        self.execs: dict[str, AppliedExecution] = {rec.exec_id: rec for rec in state.executions}
-        self.ended: list[int] = list(state.ended_orders)
+        self.order_list = state.orders if in_order else sorted(self.orders.values(), key=_WORKING_ORDER_ORDER)
+        # Executions by execId, made when an event needs them (fills and commissions). A state not in order may
+        # repeat an execId: the index decides which record counts, and the window is remade from it, as always.
+        self._execs: dict[str, AppliedExecution] | None = None if in_order else _by_exec_id(state.executions)
+        self.execs_changed = not in_order
         self.closed: list[RoundTrip] = []
         self.amended: list[FeeAmendment] = []
         self.notes: list[str] = []
 
     def freeze(self) -> GridState:
-        global _RECENT_ORDERED_LOTS
-        base_lots = self.base.lots
-        if not self.lots_changed and any(base_lots is known for known in _RECENT_ORDERED_LOTS):
-            lots = list(base_lots)  # already in order: sorting it would give the same list
-        else:
-            lots = sorted(self.lots, key=_LOT_ORDER)
-        _RECENT_ORDERED_LOTS = (lots, *_RECENT_ORDERED_LOTS[: _RECENT_MEMORY - 1])
-        orders = sorted(self.orders.values(), key=_WORKING_ORDER_ORDER)
+        global _RECENT_STATES
+        base = self.base
+        in_order = self.in_order
+        attempts = self.buy_attempts
+        if attempts is not base.buy_attempts or not in_order:
+            attempts = dict(sorted(attempts.items()))
+        execs = list(self.execs_by_id().values()) if self.execs_changed else base.executions
         memory = self.rules.exec_memory
-        execs = list(self.execs.values())[-memory:] if memory > 0 else []
-        ended = self.ended[-memory:] if memory > 0 else []
-        return msgspec.structs.replace(
-            self.base,
+        state = msgspec.structs.replace(
+            base,
             cycle=self.cycle,
             anchor_price=self.anchor,
             level0_attempt=self.level0_attempt,
-            buy_attempts=dict(sorted(self.buy_attempts.items())),
+            buy_attempts=attempts,
             realized_pnl=self.realized,
-            lots=lots,
-            orders=orders,
-            executions=execs,
-            ended_orders=ended,
+            lots=self.lots if in_order else sorted(self.lots, key=_LOT_ORDER),
+            orders=self.order_list,
+            executions=_window(execs, memory),
+            ended_orders=_window(self.ended, memory),
         )
+        # A tuple replaced whole: a reader in another thread sees the old memory or the new, never a half.
+        _RECENT_STATES = (state, *_RECENT_STATES[: _RECENT_MEMORY - 1])
+        return state
 
-    # ------------------------------------------------------------------------------------------ lookups
+    # ------------------------------------------------------------------------------------------ changes
+
+    def _own_lots(self) -> list[Lot]:
+        """The book's own list of lots, copied from the state's at the first change."""
+        if self.lots is self.base.lots:
+            self.lots = list(self.lots)
+        return self.lots
+
+    def add_lot(self, lot: Lot) -> None:
+        lots = self._own_lots()
+        if self.in_order:
+            # Where a stable sort of the lots with this one appended puts it: after any of an equal key.
+            insort_right(lots, lot, key=_LOT_ORDER)
+        else:
+            lots.append(lot)
+
+    def replace_lot(self, old: Lot, new: Lot | None) -> None:
+        """Put ``new`` where ``old`` was (no caller changes its sort key), or remove ``old``."""
+        lots = self._own_lots()
+        index = _position(lots, old)
+        if new is None:
+            del lots[index]
+        else:
+            lots[index] = new
+
+    def _own_order_list(self) -> list[WorkingOrder]:
+        """The book's own list of working orders, copied from the state's at the first change."""
+        if self.order_list is self.base.orders:
+            self.order_list = list(self.order_list)
+        return self.order_list
+
+    def _order_index(self, order: WorkingOrder) -> int:
+        # No key twice, so no two orders share a place in the order: the one found is ``order`` itself.
+        return bisect_left(self.order_list, _WORKING_ORDER_ORDER(order), key=_WORKING_ORDER_ORDER)
+
+    def put_order(self, key: str, order: WorkingOrder) -> None:
+        """Let ``order`` work under ``key`` (its own key), in place of the order that did."""
+        before = self.orders.get(key)
+        self.orders[key] = order
+        listed = self._own_order_list()
+        if before is not None:
+            index = self._order_index(before)
+            if _WORKING_ORDER_ORDER(before) == _WORKING_ORDER_ORDER(order):
+                listed[index] = order
+                return
+            del listed[index]
+        insort_right(listed, order, key=_WORKING_ORDER_ORDER)
+
+    def drop_order(self, key: str) -> WorkingOrder | None:
+        order = self.orders.pop(key, None)
+        if order is not None:
+            index = self._order_index(order)
+            del self._own_order_list()[index]
+        return order
+
+    def execs_by_id(self) -> dict[str, AppliedExecution]:
+        if self._execs is None:
+            self._execs = _by_exec_id(self.base.executions)
+        return self._execs
+
+    def record_exec(self, rec: AppliedExecution, latest: bool) -> None:
+        """Keep ``rec`` in the window of executions; ``latest`` moves it to the end (it was just applied)."""
+        execs = self.execs_by_id()
+        if latest:
+            execs.pop(rec.exec_id, None)
+        execs[rec.exec_id] = rec
+        self.execs_changed = True
+
+    def note_attempt(self, level: int, attempt: int) -> None:
+        """A level >= 1 bought a lot under ``attempt``: the highest of the cycle is remembered."""
+        if self.buy_attempts is self.base.buy_attempts:
+            self.buy_attempts = dict(self.buy_attempts)
+        self.buy_attempts[level] = max(self.buy_attempts.get(level, 0), attempt)
 
     def end_order(self, perm_id: int) -> None:
         """Remember that the order ``perm_id`` is final, so a stale report of it cannot bring it back."""
         if perm_id and perm_id not in self.ended:
+            if self.ended is self.base.ended_orders:
+                self.ended = list(self.ended)
             self.ended.append(perm_id)
+
+    # ------------------------------------------------------------------------------------------ lookups
 
     def relation(self, current: WorkingOrder | None, perm_id: int, order_id: int) -> str:
         """How a report about order ``perm_id`` relates to the key's working order: "same", "newer" or "older".
@@ -308,37 +457,50 @@ class _Book:
             return "older"
         return "newer"
 
+    # The lookups below are plain loops: nearly every event searches the lots, and in CPython 3.11 a loop reading a
+    # Struct's fields beats both a generator and map(attrgetter(...)).
+
     def lot_by_buy_key(self, key: str) -> Lot | None:
-        return next((lot for lot in self.lots if lot.buy_key == key), None)
+        for lot in self.lots:
+            if lot.buy_key == key:
+                return lot
+        return None
+
+    def lot_by_sell_perm_id(self, perm_id: int) -> Lot | None:
+        for lot in self.lots:
+            if lot.sell_perm_id == perm_id:
+                return lot
+        return None
 
     def sell_lot(self, key: str, perm_id: int) -> Lot | None:
         """The lot a SELL order belongs to: by its key, else (an order without a grid key) by its permId."""
         if key:
-            lot = next((lot for lot in self.lots if lot.sell_key == key), None)
-            if lot is not None or _grid_key(key) is not None:
-                return lot
+            for lot in self.lots:
+                if lot.sell_key == key:
+                    return lot
+            if _grid_key(key) is not None:
+                return None
         if perm_id:
-            return next((lot for lot in self.lots if lot.sell_perm_id == perm_id), None)
+            return self.lot_by_sell_perm_id(perm_id)
         return None
-
-    def replace_lot(self, old: Lot, new: Lot | None) -> None:
-        self.lots_changed = True
-        index = next(i for i, lot in enumerate(self.lots) if lot is old)
-        if new is None:
-            del self.lots[index]
-        else:
-            self.lots[index] = new
 
     def finished(self, key: str) -> bool:
         """True when ``key`` filled and is done: its executions are known but no order or lot carries it."""
-        if key in self.orders or any(key in (lot.buy_key, lot.sell_key) for lot in self.lots):
+        if key in self.orders:
             return False
-        return any(rec.key == key and rec.shares > 0 for rec in self.execs.values())
+        for lot in self.lots:
+            if lot.buy_key == key or lot.sell_key == key:
+                return False
+        # Without an index the state's own window serves: a state in order has no execId twice.
+        for rec in self.base.executions if self._execs is None else self._execs.values():
+            if rec.key == key and rec.shares > 0:
+                return True
+        return False
 
     # ------------------------------------------------------------------------------------------ fills
 
     def on_filled(self, e: OrderFilled) -> None:
-        known = self.execs.get(e.exec_id)
+        known = self.execs_by_id().get(e.exec_id)
         if known is not None and known.shares > 0:
             self.notes.append(f"execution {e.exec_id} already applied; ignored")
             return
@@ -363,15 +525,17 @@ class _Book:
         else:
             self.sell_fill(order_key, lot, e, fee or Decimal(0))
         # Recorded last: finished() must not count this very execution as proof that its order is done.
-        self.execs.pop(e.exec_id, None)
-        self.execs[e.exec_id] = AppliedExecution(
-            exec_id=e.exec_id,
-            key=order_key,
-            perm_id=e.perm_id,
-            side=e.side,
-            shares=e.shares,
-            price=e.price,
-            commission=fee,
+        self.record_exec(
+            AppliedExecution(
+                exec_id=e.exec_id,
+                key=order_key,
+                perm_id=e.perm_id,
+                side=e.side,
+                shares=e.shares,
+                price=e.price,
+                commission=fee,
+            ),
+            latest=True,
         )
 
     def buy_fill(self, key: IntentKey, e: OrderFilled, fee: Decimal) -> None:
@@ -396,13 +560,13 @@ class _Book:
         )
         order = self.add_fill(order, e, fee)
         if order.quantity > 0 and order.filled >= order.quantity:
-            self.orders.pop(e.key, None)
+            self.drop_order(e.key)
             self.end_order(order.perm_id)
             self.open_lot(
                 key, order.filled, order.fill_value, order.fees, order.perm_id, order.last_fill_ts_ns
             )
         else:
-            self.orders[e.key] = order
+            self.put_order(e.key, order)
 
     def sell_fill(self, order_key: str, lot: Lot | None, e: OrderFilled, fee: Decimal) -> None:
         if lot is None and self.finished(order_key):
@@ -429,7 +593,7 @@ class _Book:
         # The SELL's own fee goes to its lot; an order with no lot yet keeps it until the lot appears.
         order = self.add_fill(order, e, Decimal(0) if lot is not None else fee)
         if relation != "older" or lot is None:
-            self.orders[order_key] = order
+            self.put_order(order_key, order)
         if lot is None:
             self.notes.append(
                 f"SELL execution {e.exec_id} of {order_key!r} has no lot (yet); kept on the order"
@@ -472,11 +636,11 @@ class _Book:
         if lot.sold >= lot.quantity:
             if lot.sold > lot.quantity:
                 self.notes.append(f"lot {lot.buy_key!r} sold {lot.sold} of {lot.quantity} shares: oversold")
-            self.orders.pop(lot.sell_key, None)
+            self.drop_order(lot.sell_key)
             self.close_lot(lot)
         elif order is not None and order.quantity and order.filled >= order.quantity:
             # The SELL was for fewer shares than the lot holds (a hand-edited order): the rest is parked.
-            self.orders.pop(order.key, None)
+            self.drop_order(order.key)
             self.replace_lot(
                 lot, msgspec.structs.replace(lot, sell="parked", sell_order_id=None, sell_perm_id=None)
             )
@@ -497,11 +661,10 @@ class _Book:
                 self.anchor = lot.purchase_price
                 self.level0_attempt = max(self.level0_attempt, key.attempt_number)
             else:
-                self.buy_attempts[key.level] = max(self.buy_attempts.get(key.level, 0), key.attempt_number)
+                self.note_attempt(key.level, key.attempt_number)
         else:
             self.notes.append(f"lot of cycle {key.cycle} opened while the grid is in cycle {self.cycle}")
-        self.lots.append(lot)
-        self.lots_changed = True
+        self.add_lot(lot)
         # A SELL of this lot may have been reported before the lot itself (events out of order).
         pending = self.orders.get(lot.sell_key)
         if pending is not None:
@@ -516,7 +679,7 @@ class _Book:
                 sell="live" if pending.status in LIVE_STATUSES else lot.sell,
             )
             pending = msgspec.structs.replace(pending, fees=Decimal(0))
-            self.orders[lot.sell_key] = pending
+            self.put_order(lot.sell_key, pending)
             self.replace_lot(lot, lot_after)
             if pending.filled > 0:
                 self.settle_sell(lot_after, pending)
@@ -557,15 +720,17 @@ class _Book:
     # ------------------------------------------------------------------------------------------ commissions
 
     def on_commission(self, e: CommissionReported) -> None:
-        rec = self.execs.get(e.exec_id)
+        rec = self.execs_by_id().get(e.exec_id)
         if rec is not None and rec.commission is not None:
             self.notes.append(f"commission of execution {e.exec_id} already booked; ignored")
             return
         if rec is None:
             # Reported before its execution: wait for it in the window.
-            self.execs[e.exec_id] = AppliedExecution(exec_id=e.exec_id, key=e.key, commission=e.commission)
+            self.record_exec(
+                AppliedExecution(exec_id=e.exec_id, key=e.key, commission=e.commission), latest=False
+            )
             return
-        self.execs[e.exec_id] = msgspec.structs.replace(rec, commission=e.commission)
+        self.record_exec(msgspec.structs.replace(rec, commission=e.commission), latest=False)
         if rec.shares == 0:
             return
         fee = e.commission
@@ -573,7 +738,7 @@ class _Book:
         if rec.side == "BUY":
             lot = self.lot_by_buy_key(rec.key)
             if order is not None:
-                self.orders[rec.key] = msgspec.structs.replace(order, fees=order.fees + fee)
+                self.put_order(rec.key, msgspec.structs.replace(order, fees=order.fees + fee))
             elif lot is not None:
                 self.replace_lot(lot, msgspec.structs.replace(lot, fees=lot.fees + fee))
             else:
@@ -583,7 +748,7 @@ class _Book:
         if lot is not None:
             self.replace_lot(lot, msgspec.structs.replace(lot, fees=lot.fees + fee))
         elif order is not None:
-            self.orders[rec.key] = msgspec.structs.replace(order, fees=order.fees + fee)
+            self.put_order(rec.key, msgspec.structs.replace(order, fees=order.fees + fee))
         else:
             self.charge_closed(rec.key, e.exec_id, fee)
 
@@ -611,14 +776,17 @@ class _Book:
             limit=e.limit,
             placed_ts_ns=e.ts_ns,
         )
-        self.orders[order_key] = msgspec.structs.replace(
-            order,
-            quantity=e.quantity or order.quantity,
-            limit=e.limit,
-            order_id=e.order_id or order.order_id,
-            perm_id=e.perm_id or order.perm_id,
-            # A fill may have come first; its status says more than the acknowledgement.
-            status=order.status if order.filled else e.status,
+        self.put_order(
+            order_key,
+            msgspec.structs.replace(
+                order,
+                quantity=e.quantity or order.quantity,
+                limit=e.limit,
+                order_id=e.order_id or order.order_id,
+                perm_id=e.perm_id or order.perm_id,
+                # A fill may have come first; its status says more than the acknowledgement.
+                status=order.status if order.filled else e.status,
+            ),
         )
         if lot is not None:
             self.replace_lot(
@@ -637,18 +805,21 @@ class _Book:
         order_key = e.key
         lot = None
         if _grid_key(e.key) is None:
-            lot = next((lot for lot in self.lots if e.perm_id and lot.sell_perm_id == e.perm_id), None)
+            lot = self.lot_by_sell_perm_id(e.perm_id) if e.perm_id else None
             if lot is None:
                 return
             order_key = lot.sell_key
         order = self.orders.get(order_key)
         if order is None or e.perm_id in self.ended or self.relation(order, e.perm_id, e.order_id) != "same":
             return
-        self.orders[order_key] = msgspec.structs.replace(
-            order,
-            status=e.status,
-            order_id=order.order_id or e.order_id,
-            perm_id=order.perm_id or e.perm_id,
+        self.put_order(
+            order_key,
+            msgspec.structs.replace(
+                order,
+                status=e.status,
+                order_id=order.order_id or e.order_id,
+                perm_id=order.perm_id or e.perm_id,
+            ),
         )
 
     def on_final(
@@ -664,7 +835,7 @@ class _Book:
                 self.end_order(perm_id)
                 return
             self.end_order(perm_id)
-            order = self.orders.pop(lot.sell_key, None)
+            order = self.drop_order(lot.sell_key)
             if order is not None and filled > order.filled:
                 self.notes.append(
                     f"SELL {lot.sell_key!r} {why} with {filled} filled but only {order.filled} seen; "
@@ -684,11 +855,11 @@ class _Book:
                 self.level0_attempt = max(self.level0_attempt, key.attempt_number)
             return
         if key.side is Side.SELL:
-            self.orders.pop(ref, None)
+            self.drop_order(ref)
             return
         if self.lot_by_buy_key(ref) is not None or self.finished(ref):
             return
-        order = self.orders.pop(ref, None)
+        order = self.drop_order(ref)
         seen = order.filled if order is not None else 0
         total = max(filled, seen)
         if total <= 0:
