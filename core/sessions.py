@@ -180,6 +180,45 @@ def session_at(ts_ns: int) -> Session:
     return Session.AFTER
 
 
+@dataclass(frozen=True)
+class SessionSpan:
+    """A stretch of time, ``start_ns <= t < end_ns``, that lies wholly in one session."""
+
+    session: Session
+    start_ns: int
+    end_ns: int
+
+
+def session_span(ts_ns: int) -> SessionSpan:
+    """The session of ``ts_ns`` (as :func:`session_at` says) and the stretch of its US/Eastern day around it that has
+    the same session: a caller that asks about many instants close together (the paper broker, at every print and
+    placement) looks the calendar up once per stretch instead of once per instant.
+
+    Every instant of the stretch has the stretch's session by :func:`session_at`. The one subtlety is
+    :func:`eastern_date`, which works in float seconds: within a microsecond of midnight it may name the day next to
+    the right one; there both days are closed (no session runs across midnight), as are the stretches that end or
+    start at midnight here.
+    """
+    d = eastern_date(ts_ns)
+    day = trading_day(d)
+    if day is not None:
+        for session, lo, hi in (
+            (Session.PRE, day.pre_open_ns, day.regular_open_ns),
+            (Session.REGULAR, day.regular_open_ns, day.regular_close_ns),
+            (Session.AFTER, day.regular_close_ns, day.after_close_ns),
+        ):
+            if lo <= ts_ns < hi:
+                return SessionSpan(session, lo, hi)
+    # Closed: the whole day, or from midnight to its first session, or from its last session to midnight.
+    start, end = _ns(d, time(0)), _ns(d + timedelta(days=1), time(0))
+    if day is not None:
+        start, end = (day.after_close_ns, end) if ts_ns >= day.after_close_ns else (start, day.pre_open_ns)
+    if start <= ts_ns < end:
+        return SessionSpan(Session.CLOSED, start, end)
+    # A float-rounded date next to the right one (within a microsecond of midnight): the instant alone.
+    return SessionSpan(session_at(ts_ns), ts_ns, ts_ns + 1)
+
+
 def can_trade(session: Session, outside_rth: bool) -> bool:
     """True when an order may fill in ``session``: regular hours always, extended hours only with outsideRth."""
     return session is Session.REGULAR or (outside_rth and session.extended)

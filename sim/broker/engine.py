@@ -45,10 +45,12 @@ AVG_PRICE_PLACES = Decimal("0.00000001")
 
 
 # Matching's enums by the broker's strings (validated at placement: BUY/SELL, LMT/MKT); the enum call is the
-# fallback, so an unexpected string fails exactly as before. Looked up for every working order at every print.
+# fallback, so an unexpected string fails exactly as before.
 _SIDES = {side.value: side for side in Side}
 _ORDER_TYPES = {kind.value: kind for kind in OrderType}
 _BY_SEQ = attrgetter("seq")
+# The exchanges a PriceCondition may name (an empty one is no exchange).
+_CONDITION_EXCHANGES = contracts.KNOWN_EXCHANGES - {""}
 
 
 def _snapshot(order: BrokerOrder) -> BrokerOrder:
@@ -91,28 +93,33 @@ class Engine:
     last: LastPrint | None = None
     # Set by the reject-next control: the next new order is rejected with this error code.
     reject_next: int | None = None
-    # The last (instant, session) looked up: one print or placement asks for the session of the same instant
-    # several times (each held order, then the matching), and the session is a pure function of the instant.
-    _session_memo: tuple[int, sessions.Session] | None = field(default=None, init=False, repr=False, compare=False)
-    # Matching's view of each live order, by permId, with the limit object, remaining and outsideRth it was made
-    # from: every print needs it for every working order, and it changes only at a fill or a modification.
-    _book_entries: dict[int, tuple[Decimal | None, int, bool, matching.WorkingOrder]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    # The stretch of time (within one US/Eastern day) that the last instant asked about lies in, and its session:
+    # every print and placement asks for the session of its instant, and consecutive instants mostly share one.
+    _session_span: sessions.SessionSpan | None = field(default=None, init=False, repr=False, compare=False)
+    # What every print reads of the live orders, kept up to date by _index at every change of an order (placed,
+    # restored, modified, triggered, filled, finished) instead of being rebuilt from the orders at each print:
+    # - matching's view of each working order (live, conditions met), by permId;
+    _book: dict[int, matching.WorkingOrder] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # - the price conditions of each order still waiting for them, by permId (as matching evaluates them);
+    _waiting: dict[int, list[PriceCondition]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # - the number of live orders per side (IB's cap per side is checked at every placement).
+    _live_per_side: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.next_perm_id:
             # Spread fresh states over 1e9..2e9 by their creation time, within IB's 32-bit permId range.
             self.next_perm_id = FIRST_PERM_ID + (self.epoch_s % 1_000_000) * 1000
+        # Live orders handed in at construction (not through add_order) are kept and indexed as add_order does.
+        handed_in, self.live = self.live, {}
+        for order in handed_in.values():
+            self._add_live(order)
 
     def _session_at(self, now_ns: int) -> sessions.Session:
-        """:func:`core.sessions.session_at`, remembered for the last instant asked about."""
-        memo = self._session_memo
-        if memo is not None and memo[0] == now_ns:
-            return memo[1]
-        session = sessions.session_at(now_ns)
-        self._session_memo = (now_ns, session)
-        return session
+        """:func:`core.sessions.session_at`, looked up in the calendar once per stretch of one session."""
+        span = self._session_span
+        if span is None or not span.start_ns <= now_ns < span.end_ns:
+            span = self._session_span = sessions.session_span(now_ns)
+        return span.session
 
     # --- queries -------------------------------------------------------------------------------------------------
 
@@ -120,17 +127,49 @@ class Engine:
         return self.next_ids.get(client_id, 1)
 
     def open_orders(self, client_id: int | None = None) -> list[BrokerOrder]:
-        return [
-            o for o in sorted(self.live.values(), key=_BY_SEQ)
-            if client_id is None or o.client_id == client_id
-        ]
+        """The live orders (of ``client_id``, or all) in the order they were placed (``live`` is kept so)."""
+        if client_id is None:
+            return list(self.live.values())
+        return [o for o in self.live.values() if o.client_id == client_id]
 
     def add_order(self, order: BrokerOrder) -> None:
         """Index an order (a new one, or one read back from the state directory)."""
         self.orders[order.perm_id] = order
         self.by_client[(order.client_id, order.order_id)] = order.perm_id
         if not order.done:
-            self.live[order.perm_id] = order
+            self._add_live(order)
+
+    def _add_live(self, order: BrokerOrder) -> None:
+        newest = next(reversed(self.live.values()), None)
+        self.live[order.perm_id] = order
+        if newest is not None and newest.seq > order.seq:
+            # ``live`` is kept in placement (seq) order: prints, open orders and global cancels go in that order.
+            # New orders come in that order; this only re-sorts orders read back or handed in out of order.
+            self.live = {o.perm_id: o for o in sorted(self.live.values(), key=_BY_SEQ)}
+        self._live_per_side[order.action] = self._live_per_side.get(order.action, 0) + 1
+        self._index(order)
+
+    def _index(self, order: BrokerOrder) -> None:
+        """Bring what prints read of ``order`` (``_book``, ``_waiting``) up to date after it changed."""
+        perm_id = order.perm_id
+        if order.done:
+            self._book.pop(perm_id, None)
+            self._waiting.pop(perm_id, None)
+        elif order.triggered:
+            self._waiting.pop(perm_id, None)
+            self._book[perm_id] = matching.WorkingOrder(
+                key=perm_id,
+                side=_SIDES.get(order.action) or Side(order.action),
+                order_type=_ORDER_TYPES.get(order.order_type) or OrderType(order.order_type),
+                limit=order.limit,
+                remaining=order.remaining,
+                outside_rth=order.outside_rth,
+            )
+        else:
+            self._book.pop(perm_id, None)
+            self._waiting[perm_id] = [
+                PriceCondition(c.is_more, c.price, c.conjunction != "o") for c in order.conditions
+            ]
 
     def completed_orders(self, since_ns: int) -> list[BrokerOrder]:
         return [
@@ -170,7 +209,7 @@ class Engine:
                 f"Warning: your order will not be placed at the exchange until "
                 f"{opens:%Y-%m-%d %H:%M:%S} US/Eastern"
             )))
-        events += self._evaluate([order], now_ns, arrival=True)
+        events += self._arrive(order, now_ns)
         return events
 
     def _validate(self, t: OrderTicket, now_ns: int, new: bool) -> tuple[int, str]:
@@ -207,12 +246,12 @@ class Engine:
                 return 201, _reason(f"condition {i}: only PriceCondition is supported by the paper broker")
             if (
                 contracts.by_con_id(cond.con_id) is None
-                or cond.exchange.upper() not in contracts.KNOWN_EXCHANGES - {""}
+                or cond.exchange.upper() not in _CONDITION_EXCHANGES
                 or cond.price is None
             ):
                 return 398, "Condition trigger error: Please provide valid financial instrument"
         if new:
-            side_active = sum(1 for o in self.live.values() if o.action == t.action)
+            side_active = self._live_per_side.get(t.action, 0)
             if side_active >= MAX_ACTIVE_PER_SIDE:
                 return 201, _reason(
                     f"the account already has {side_active} active {t.action} orders for TQQQ; IB allows at most "
@@ -222,11 +261,22 @@ class Engine:
 
     def _reject_new(self, client_id: int, t: OrderTicket, now_ns: int, code: int, text: str) -> list[Event]:
         """Record a refused order (so reports and completed orders show it) and tell its client."""
-        order = self._new_order(client_id, t, now_ns, record_only=True)
+        order = self._make_order(client_id, t, now_ns)
         self._finish(order, CANCELLED, now_ns, f"rejected {code}: {text}")
+        self.add_order(order)  # finished already: recorded, never live (it may be of a type matching cannot take)
         return [OrderRejected(client_id, t.order_id, code, text)]
 
-    def _new_order(self, client_id: int, t: OrderTicket, now_ns: int, record_only: bool = False) -> BrokerOrder:
+    def _new_order(self, client_id: int, t: OrderTicket, now_ns: int) -> BrokerOrder:
+        """Make, record and start working an accepted order."""
+        order = self._make_order(client_id, t, now_ns)
+        if order.tif == "DAY":
+            order.expires_ns = sessions.day_order_expiry_ns(now_ns, order.outside_rth)
+        order.set_status(self._working_status(order, now_ns), now_ns, "placed")
+        self.add_order(order)
+        return order
+
+    def _make_order(self, client_id: int, t: OrderTicket, now_ns: int) -> BrokerOrder:
+        """The broker's record of ``t``, with the next permId and seq."""
         qty = t.total_quantity if t.total_quantity is not None else Decimal(0)
         order = BrokerOrder(
             perm_id=self.next_perm_id,
@@ -250,11 +300,6 @@ class Engine:
         )
         self.next_perm_id += 1
         self.next_seq += 1
-        if not record_only:
-            if order.tif == "DAY":
-                order.expires_ns = sessions.day_order_expiry_ns(now_ns, order.outside_rth)
-            order.set_status(self._working_status(order, now_ns), now_ns, "placed")
-        self.add_order(order)
         return order
 
     def _working_status(self, order: BrokerOrder, now_ns: int) -> str:
@@ -288,7 +333,8 @@ class Engine:
         order.conditions_ignore_rth = t.conditions_ignore_rth
         order.conditions_cancel_order = t.conditions_cancel_order
         order.set_status(self._working_status(order, now_ns), now_ns, "modified")
-        return [OrderAcknowledged(_snapshot(order)), *self._evaluate([order], now_ns, arrival=True)]
+        self._index(order)
+        return [OrderAcknowledged(_snapshot(order)), *self._arrive(order, now_ns)]
 
     # --- cancellation --------------------------------------------------------------------------------------------
 
@@ -316,8 +362,9 @@ class Engine:
         order.set_status(status, now_ns, note)
         order.completed_ns = now_ns
         order.completed_status = note
-        self.live.pop(order.perm_id, None)
-        self._book_entries.pop(order.perm_id, None)
+        if self.live.pop(order.perm_id, None) is not None:
+            self._live_per_side[order.action] -= 1
+        self._index(order)
 
     # --- the market ----------------------------------------------------------------------------------------------
 
@@ -325,7 +372,14 @@ class Engine:
         """A trade print: trigger conditions, then fill what it reaches."""
         self.last = LastPrint(price, size, now_ns, size)
         events = self.advance(now_ns)
-        events += self._evaluate(self.open_orders(), now_ns, arrival=False)
+        if self._waiting:
+            # In placement order, as the reports go out.
+            waiting = [o for o in self.live.values() if o.perm_id in self._waiting]
+            events += self._trigger(waiting, now_ns)
+        if self._book:
+            # Matching takes the working orders in time priority: placement order (``live``'s order).
+            book = self._book
+            events += self._match([book[p] for p in self.live if p in book], now_ns, arrival=False)
         return events
 
     def advance(self, now_ns: int) -> list[Event]:
@@ -340,20 +394,26 @@ class Engine:
                 events.append(OrderAcknowledged(_snapshot(order)))
         return events
 
-    def _evaluate(self, orders: list[BrokerOrder], now_ns: int, arrival: bool) -> list[Event]:
-        """Check ``orders`` against the last print: conditions first, then matching."""
+    def _arrive(self, order: BrokerOrder, now_ns: int) -> list[Event]:
+        """A new or modified ``order`` against the last print: its conditions first, then matching."""
         if self.last is None:
             return []
+        events = self._trigger([order], now_ns) if order.perm_id in self._waiting else []
+        entry = self._book.get(order.perm_id)
+        if entry is not None:
+            events += self._match([entry], now_ns, arrival=True)
+        return events
+
+    def _trigger(self, orders: list[BrokerOrder], now_ns: int) -> list[Event]:
+        """Check the conditions of ``orders`` (live, waiting for their conditions) against the last print."""
+        assert self.last is not None, "conditions are checked against a print"
         events: list[Event] = []
         session = self._session_at(now_ns)
         last = self.last.price
         for order in orders:
-            if order.done or order.triggered:
-                continue
             if not matching.conditions_may_trigger(session, order.conditions_ignore_rth):
                 continue
-            conds = [PriceCondition(c.is_more, c.price, c.conjunction != "o") for c in order.conditions]
-            if not matching.conditions_hold(conds, last):
+            if not matching.conditions_hold(self._waiting[order.perm_id], last):
                 continue
             if order.conditions_cancel_order:
                 self._finish(order, CANCELLED, now_ns, f"condition met at {last}: conditionsCancelOrder")
@@ -361,35 +421,25 @@ class Engine:
                 continue
             order.triggered = True
             order.set_status(self._working_status(order, now_ns), now_ns, f"condition met at {last}")
+            self._index(order)
             events.append(OrderAcknowledged(_snapshot(order)))
-        working = [o for o in orders if not o.done and o.triggered]
-        working.sort(key=_BY_SEQ)
-        book = [self._book_entry(o) for o in working]
+        return events
+
+    def _match(self, book: list[matching.WorkingOrder], now_ns: int, arrival: bool) -> list[Event]:
+        """Fill what the last print reaches of ``book`` (working orders, in time priority)."""
+        assert self.last is not None, "orders are matched against a print"
         liquidity = self.last.liquidity if self.partial_fills else self.last.size
-        fills = matching.match(book, matching.Print(last, liquidity), session, self.partial_fills)
+        fills = matching.match(
+            book, matching.Print(self.last.price, liquidity), self._session_at(now_ns), self.partial_fills
+        )
+        if not fills:
+            return []
+        events: list[Event] = []
         for fill in fills:
             self.last.liquidity -= fill.quantity
             events.append(self._fill(self.orders[fill.key], fill.quantity, fill.price, now_ns, arrival))
-        if fills:
-            events.append(PortfolioChanged())
+        events.append(PortfolioChanged())
         return events
-
-    def _book_entry(self, o: BrokerOrder) -> matching.WorkingOrder:
-        """``o`` as matching sees it; the one made at an earlier print while its inputs are the very same."""
-        remaining = o.remaining
-        cached = self._book_entries.get(o.perm_id)
-        if cached is not None and cached[0] is o.limit and cached[1] == remaining and cached[2] == o.outside_rth:
-            return cached[3]
-        entry = matching.WorkingOrder(
-            key=o.perm_id,
-            side=_SIDES.get(o.action) or Side(o.action),
-            order_type=_ORDER_TYPES.get(o.order_type) or OrderType(o.order_type),
-            limit=o.limit,
-            remaining=remaining,
-            outside_rth=o.outside_rth,
-        )
-        self._book_entries[o.perm_id] = (o.limit, remaining, o.outside_rth, entry)
-        return entry
 
     def _fill(self, order: BrokerOrder, shares: int, price: Decimal, now_ns: int, arrival: bool) -> OrderFilled:
         commission = matching.execution_commission(order.filled, order.fill_value, shares, price)
@@ -423,6 +473,7 @@ class Engine:
             self._finish(order, FILLED, now_ns, f"filled {order.filled} @ avg {execution.avg_price}")
         else:
             order.history.append(StatusChange(now_ns, order.status, f"partial fill {shares} @ {price}"))
+            self._index(order)
         return OrderFilled(_snapshot(order), execution)
 
 

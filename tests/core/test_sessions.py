@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core import sessions
 from core.sessions import Session
@@ -118,3 +120,47 @@ def test_next_regular_open_skips_weekends_and_holidays() -> None:
     assert sessions.next_regular_open_ns(et(2025, 6, 2, 5, 0)) == et(2025, 6, 2, 9, 30)
     assert sessions.next_regular_open_ns(et(2025, 6, 6, 17, 0)) == et(2025, 6, 9, 9, 30)
     assert sessions.next_regular_open_ns(et(2025, 6, 18, 18, 0)) == et(2025, 6, 20, 9, 30)
+
+
+# 2009-12-31 .. 2027-01-02 in UTC nanoseconds: the backtests' data and a margin.
+ANY_INSTANT = st.integers(min_value=et(2009, 12, 31, 0, 0), max_value=et(2027, 1, 2, 0, 0))
+
+
+@given(ANY_INSTANT, st.floats(min_value=0, max_value=1, exclude_max=True))
+def test_session_span_holds_the_instant_and_only_its_session(ts: int, where: float) -> None:
+    span = sessions.session_span(ts)
+    assert span.start_ns <= ts < span.end_ns
+    assert span.session is sessions.session_at(ts)
+    inside = span.start_ns + int((span.end_ns - span.start_ns) * where)
+    for t in (span.start_ns, inside, span.end_ns - 1):
+        assert sessions.session_at(t) is span.session, (ts, t)
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        (2025, 6, 2),  # a plain trading day
+        (2025, 6, 7),  # a Saturday
+        (2025, 7, 3),  # an early close
+        (2025, 3, 9),  # the switch to daylight time (a 23-hour day)
+        (2025, 11, 2),  # the switch back (a 25-hour day)
+    ],
+)
+def test_session_span_edges_are_session_changes_or_midnight(day: tuple[int, int, int]) -> None:
+    """Around every edge of the day (the session changes, midnight) to the nanosecond, including the instants that
+    float seconds round to the neighbouring day."""
+    wall_times = ((0, 0), (4, 0), (9, 30), (13, 0), (16, 0), (17, 0), (20, 0))
+    edges = [et(*day, hour, minute) for hour, minute in wall_times] + [et(*day, 23, 59) + 60 * NS]
+    for edge in edges:
+        for ts in (edge - 1_000, edge - 1, edge, edge + 1, edge + 1_000):
+            span = sessions.session_span(ts)
+            assert span.start_ns <= ts < span.end_ns
+            for t in (span.start_ns, ts, span.end_ns - 1):
+                assert sessions.session_at(t) is span.session, (ts, t)
+
+
+def test_session_span_of_a_regular_session() -> None:
+    span = sessions.session_span(et(2025, 6, 2, 12, 0))
+    assert span == sessions.SessionSpan(Session.REGULAR, et(2025, 6, 2, 9, 30), et(2025, 6, 2, 16, 0))
+    closed = sessions.session_span(et(2025, 6, 7, 12, 0))
+    assert closed == sessions.SessionSpan(Session.CLOSED, et(2025, 6, 7, 0, 0), et(2025, 6, 8, 0, 0))
