@@ -53,6 +53,10 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
+# The grammar's side words, as their Side (a dict lookup: Side(text) is an Enum call, slow on every new key parsed).
+_SIDES = {side.value: side for side in Side}
+
+
 class NotAnIntentKey(ValueError):
     """A string is not an intent key of this grid (a foreign or hand-made orderRef, or a damaged one)."""
 
@@ -70,11 +74,15 @@ class IntentKey:
     def __post_init__(self) -> None:
         _check_int("cycle", self.cycle, 0, MAX_CYCLE)
         _check_int("level", self.level, 0, MAX_LEVEL)
-        try:
-            side = Side(self.side)
-        except ValueError:
-            raise ValueError(f"side must be 'BUY' or 'SELL', was {self.side!r}") from None
-        object.__setattr__(self, "side", side)
+        side = self.side
+        # A plain 'BUY' or 'SELL' is stored as its Side; a Side is kept as it is (Enum lookups are slow, and a parse
+        # that misses the cache makes a key).
+        if type(side) is not Side:
+            try:
+                side = Side(side)
+            except ValueError:
+                raise ValueError(f"side must be 'BUY' or 'SELL', was {self.side!r}") from None
+            object.__setattr__(self, "side", side)
         if self.attempt is not None:
             _check_int("attempt", self.attempt, 1, MAX_ATTEMPT)
             if self.attempt == 1:
@@ -141,7 +149,7 @@ def _parse_str(ref: str) -> IntentKey:
                 f"expected a key like {EXAMPLE!r}"
             )
         raise NotAnIntentKey(f"orderRef {ref!r} is not a grid intent key (expected a key like {EXAMPLE!r})")
-    side = Side(match["side"])
+    side = _SIDES[match["side"]]
     price = match["price"]
     if (side is Side.SELL) != (price is not None):
         need = "a SELL needs its lot's purchase price" if side is Side.SELL else "a BUY carries no price"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +57,23 @@ class LotMap:
 
     def __getitem__(self, level: int) -> int:
         """Shares to buy at ``level``; IndexError for a level the map does not have (negative ones included)."""
-        if level not in self:
+        # The test of __contains__, written out: the strategy asks for a few levels' shares at every decision.
+        if type(level) is not int or not 0 <= level < len(self.shares):
             raise IndexError(f"lot map '{self.source}' has levels 0..{len(self.shares) - 1}, not {level!r}")
         return self.shares[level]
+
+    def deepest_of(self, levels: Iterable[int]) -> int | None:
+        """The deepest of ``levels`` that this map has (``level in self``), or None when it has none of them."""
+        levels = list(levels)
+        # The strategy asks with every lot's level at every decision, and they are all levels of the map: then the
+        # highest one (found in C) is the answer, as every level the map has is at most that one.
+        try:
+            highest = max(levels, default=None)
+        except TypeError:  # levels that do not compare (not whole numbers): the test below sorts them out
+            highest = None
+        if highest in self:
+            return highest
+        return max((level for level in levels if level in self), default=None)
 
     @property
     def deepest(self) -> int:

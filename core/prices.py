@@ -83,10 +83,30 @@ def trigger_chain(anchor: Decimal, levels: int, step: Decimal = STEP) -> tuple[D
     if type(levels) is not int or levels < 1:
         raise ValueError(f"levels must be a whole number >= 1, was {levels!r}")
     step = _fraction(step, "step")
-    block = -(-(levels - 1) // _CHAIN_BLOCK) * _CHAIN_BLOCK
     # The tail is all cent prices, so it is the same for Decimal('100') and Decimal('100.00'), which share a cache
     # slot; the head is this caller's own anchor object.
-    return (anchor, *_chain_tail(anchor, step, block)[: levels - 1])
+    return (anchor, *_chain_tail(anchor, step, _block(levels))[: levels - 1])
+
+
+def triggers(anchor: Decimal, levels: Iterable[int], step: Decimal = STEP) -> tuple[Decimal, ...]:
+    """``trigger(anchor, level, step)`` for each of ``levels``, in their order.
+
+    The strategy asks for its few queued levels at every decision: they are looked up in the cached chain, not copied
+    out of a whole chain down to the deepest of them.
+    """
+    anchor = _positive(anchor, "anchor")
+    wanted = tuple(levels)
+    for level in wanted:
+        if type(level) is not int or level < 0:
+            raise ValueError(f"level must be a whole number >= 0, was {level!r}")
+    step = _fraction(step, "step")
+    tail = _chain_tail(anchor, step, _block(max(wanted, default=0) + 1))
+    return tuple(anchor if level == 0 else tail[level - 1] for level in wanted)
+
+
+def _block(levels: int) -> int:
+    """The length of the cached tail that holds a chain of ``levels`` levels (a whole number of blocks)."""
+    return -(-(levels - 1) // _CHAIN_BLOCK) * _CHAIN_BLOCK
 
 
 @lru_cache(maxsize=64)

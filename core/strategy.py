@@ -31,16 +31,17 @@ module.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
+from operator import attrgetter
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse
 from core.ledger import next_buy_attempt
 from core.lotmap import LotMap
-from core.prices import buy_queue, level0_limit, trigger_chain
+from core.prices import buy_queue, level0_limit, triggers
 from proto.messages import (
     CancelOrder,
     GridState,
@@ -138,18 +139,34 @@ class Decision:
 
 def live_orders(state: GridState) -> dict[str, WorkingOrder]:
     """The grid's working orders that can still fill, by intent key (orders of other tools are left out)."""
-    return {o.key: o for o in state.orders if o.status not in FINAL_STATUSES and _grid_key(o.key) is not None}
+    return _live_orders(state)[0]
 
 
-def _grid_key(ref: str) -> IntentKey | None:
-    try:
-        return parse(ref)
-    except NotAnIntentKey:
-        return None
+def _live_orders(state: GridState) -> tuple[dict[str, WorkingOrder], dict[str, IntentKey]]:
+    """The live set, and each live key parsed: every rule below asks for a key's side, level or slot, and a
+    decision parses each key here once instead of once per rule."""
+    live: dict[str, WorkingOrder] = {}
+    keys: dict[str, IntentKey] = {}
+    for order in state.orders:
+        if order.status in FINAL_STATUSES:
+            continue
+        try:
+            key = parse(order.key)
+        except NotAnIntentKey:
+            continue  # an order of another tool
+        # A repeated key: the later order replaces the earlier one in the earlier one's place (as in a dict display).
+        live[order.key] = order
+        keys[order.key] = key
+    return live, keys
 
 
 def _is_pinned(order: WorkingOrder) -> bool:
     return order.filled > 0
+
+
+def _pinned_keys(live: Mapping[str, WorkingOrder]) -> list[str]:
+    """The keys of the pinned live orders, in the live set's order (the desired set lists them in that order)."""
+    return [key for key, order in live.items() if _is_pinned(order)]
 
 
 # --------------------------------------------------------------------------------------------- gates
@@ -196,24 +213,30 @@ def level0_tick_blocked(market: Market, config: StrategyConfig) -> str | None:
 
 def desired_orders(state: GridState, market: Market, config: StrategyConfig) -> dict[str, PlaceOrder]:
     """The grid orders that should be live at IB now, by intent key (see the module docstring for the rule)."""
-    return _desire(state, market, config, live_orders(state))[0]
+    live, live_keys = _live_orders(state)
+    return _desire(state, market, config, live, live_keys, trading_blocked(state, market))[0]
 
 
 def _desire(
-    state: GridState, market: Market, config: StrategyConfig, live: Mapping[str, WorkingOrder]
+    state: GridState,
+    market: Market,
+    config: StrategyConfig,
+    live: Mapping[str, WorkingOrder],
+    live_keys: Mapping[str, IntentKey],
+    blocked: str | None,
 ) -> tuple[dict[str, PlaceOrder], str | None]:
-    if trading_blocked(state, market) is not None:
+    if blocked is not None:
         return {key: _as_place(order, config, market.now_ns) for key, order in live.items()}, None
     desired: dict[str, PlaceOrder] = {}
     level0_blocked: str | None = None
     # Pinned orders first: whatever the rules below say, a partly filled order is not cancelled by us.
-    for key, working in live.items():
-        if _is_pinned(working):
-            desired[key] = _as_place(working, config, market.now_ns)
+    pinned = _pinned_keys(live)
+    for key in pinned:
+        desired[key] = _as_place(live[key], config, market.now_ns)
     if state.lots:
         desired.update(_queued_buys(state, config, market.now_ns))
     else:
-        level0 = _live_level0(state, live)
+        level0 = _live_level0(state, live, live_keys)
         if level0 is not None:
             desired[level0.key] = _as_place(level0, config, market.now_ns)
         else:
@@ -221,13 +244,15 @@ def _desire(
             if level0_blocked is None:
                 order = _level0_order(state, market, config)
                 desired[order.key] = order
-    desired.update(_budgeted_sells(state.lots, live, config, market.now_ns, desired))
+    desired.update(_budgeted_sells(state.lots, pinned, config, market.now_ns, desired))
     return desired, level0_blocked
 
 
-def _live_level0(state: GridState, live: Mapping[str, WorkingOrder]) -> WorkingOrder | None:
+def _live_level0(
+    state: GridState, live: Mapping[str, WorkingOrder], live_keys: Mapping[str, IntentKey]
+) -> WorkingOrder | None:
     for key, order in live.items():
-        k = parse(key)
+        k = live_keys[key]
         if k.side is Side.BUY and k.level == 0 and k.cycle == state.cycle:
             return order
     return None
@@ -253,15 +278,16 @@ def _level0_order(state: GridState, market: Market, config: StrategyConfig) -> P
 def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[str, PlaceOrder]:
     if state.anchor_price is None:
         return {}  # lots without an anchor (adopted ones): no trigger can be computed; reconciliation halts this
-    held = [lot.level for lot in state.lots if lot.level in config.lot_map]
+    # The queue follows from the deepest held level the map has alone (max(held) + 1 onwards): that one level is
+    # handed on, not a list of every lot's level checked again.
+    deepest = config.lot_map.deepest_of(map(_LEVEL, state.lots))
+    held = () if deepest is None else (deepest,)
     levels = buy_queue(held, len(config.lot_map), config.queued_levels)
     if not levels:
         return {}
-    chain = trigger_chain(state.anchor_price, levels[-1] + 1, config.step)
     orders: dict[str, PlaceOrder] = {}
-    for level in levels:
+    for level, price in zip(levels, triggers(state.anchor_price, levels, config.step), strict=True):
         key = _buy_key(state.cycle, level, next_buy_attempt(state, level))
-        price = chain[level]
         orders[key] = PlaceOrder(
             ts_ns=now_ns,
             key=key,
@@ -287,6 +313,13 @@ def _remaining(lot: Lot) -> int:
     return lot.quantity - lot.sold
 
 
+# The parts of the sell budget's rank, read in C (the budget ranks every lot at every decision).
+_SELL_KEY = attrgetter("sell_key")
+_CYCLE = attrgetter("cycle")
+_LEVEL = attrgetter("level")
+_TARGET = attrgetter("sell_target_price")
+
+
 def sell_budget(
     lots: Iterable[Lot], live: Mapping[str, WorkingOrder], max_live_sells: int
 ) -> tuple[Lot, ...]:
@@ -295,30 +328,58 @@ def sell_budget(
     Ties between equal targets go to the deeper level, then the older cycle, so the choice never flips between
     two decisions on the same state.
     """
-    candidates = [lot for lot in lots if _remaining(lot) > 0]
+    return _sell_budget(lots, _pinned_keys(live), max_live_sells)
 
-    def rank(lot: Lot) -> tuple[bool, Decimal, int, int, str]:
-        order = live.get(lot.sell_key)
-        pinned = order is not None and _is_pinned(order)
-        return (not pinned, lot.sell_target_price, -lot.level, lot.cycle, lot.sell_key)
 
-    # nsmallest(n, key=rank) is documented as sorted(key=rank)[:n], ties in input order included; it skips ranking
-    # the lots beyond the budget against each other.
-    return tuple(heapq.nsmallest(max_live_sells, candidates, key=rank))
+def _sell_budget(lots: Iterable[Lot], pinned: Sequence[str], max_live_sells: int) -> tuple[Lot, ...]:
+    """:func:`sell_budget`, given the keys of the pinned live orders."""
+    if max_live_sells <= 0:
+        return ()
+    ranked = _by_target([lot for lot in lots if _remaining(lot) > 0])
+    if pinned:
+        first = set(pinned)
+        ranked = [lot for lot in ranked if lot.sell_key in first] + [
+            lot for lot in ranked if lot.sell_key not in first
+        ]
+    return tuple(ranked[:max_live_sells])
+
+
+def _by_target(lots: list[Lot]) -> list[Lot]:
+    """``lots`` by (lowest target, deepest level, oldest cycle, SELL key), ties in their given order.
+
+    This runs at every decision over every lot, so the order is reached without a rank built in Python per lot.
+    """
+    levels = list(map(_LEVEL, lots))
+    targets = list(map(_TARGET, lots))
+    # The ledger keeps the lots by (cycle, level), and in one cycle a deeper level is bought lower: along the list
+    # the levels rise and the targets fall. Then the reverse is already in order (each lot before the next by its
+    # lower target, or on an equal target by its deeper level; nothing is left for the other parts to decide).
+    if all(map(operator.lt, levels, levels[1:])) and all(map(operator.ge, targets, targets[1:])):
+        return lots[::-1]
+    # Otherwise sort by each part in turn, the last one first: Python's sort is stable, so this is the order of one
+    # sort by the whole (target, -level, cycle, sell_key), ties in input order included.
+    ranked = sorted(lots, key=_SELL_KEY)
+    ranked.sort(key=_CYCLE)
+    ranked.sort(key=_LEVEL, reverse=True)  # reverse=True keeps equal levels in their order too: deepest first
+    ranked.sort(key=_TARGET)
+    return ranked
 
 
 def _budgeted_sells(
-    lots: Iterable[Lot],
-    live: Mapping[str, WorkingOrder],
+    lots: Sequence[Lot],
+    pinned: Sequence[str],
     config: StrategyConfig,
     now_ns: int,
     already: Mapping[str, PlaceOrder],
 ) -> dict[str, PlaceOrder]:
-    lots = list(lots)
-    lot_keys = {lot.sell_key for lot in lots}
     # A pinned SELL of no lot still holds a slot at IB; pinned SELLs of lots are ranked first by sell_budget.
-    orphans = sum(1 for key, order in already.items() if order.side == "SELL" and key not in lot_keys)
-    budget = sell_budget(lots, live, max(0, config.max_live_sells - orphans))
+    # SELLs are in ``already`` only when pinned (rarely): the lots' SELL keys are gathered only then.
+    pinned_sells = [key for key, order in already.items() if order.side == "SELL"]
+    orphans = 0
+    if pinned_sells:
+        lot_keys = {lot.sell_key for lot in lots}
+        orphans = sum(1 for key in pinned_sells if key not in lot_keys)
+    budget = _sell_budget(lots, pinned, max(0, config.max_live_sells - orphans))
     orders: dict[str, PlaceOrder] = {}
     for lot in budget:
         if lot.sell_key in already:
@@ -361,7 +422,8 @@ def diff(
     slot; it goes out once the cancel is confirmed), or while its side is at its cap counting orders still being
     cancelled (IB's 20 per side must hold at every instant, not just once the cancels land).
     """
-    return _diff(desired, state, config, now_ns, live_orders(state))
+    live, live_keys = _live_orders(state)
+    return _diff(desired, state, config, now_ns, live, live_keys)
 
 
 def _diff(
@@ -370,16 +432,19 @@ def _diff(
     config: StrategyConfig,
     now_ns: int,
     live: Mapping[str, WorkingOrder],
+    live_keys: Mapping[str, IntentKey],
 ) -> tuple[tuple[Command, ...], tuple[str, ...]]:
-    # Each key parsed once here (parsing is pure; the ranks and slots below all come from these).
-    live_keys = {key: parse(key) for key in live}
-    lot_sell_keys = {lot.sell_key for lot in state.lots}
     cancels: list[Command] = []
     # Only the live orders that are not desired and not already being cancelled can give a cancel: they are taken
     # out before the sort (a stable sort keeps the rest in the same relative order), so the sort ranks a few.
     undesired = [
         (key, order) for key, order in live.items() if key not in desired and order.status not in CANCELLING_STATUSES
     ]
+    # Only an undesired SELL asks whether it belongs to a lot: the lots' SELL keys are gathered only then.
+    if any(live_keys[key].side is Side.SELL for key, _order in undesired):
+        lot_sell_keys = {lot.sell_key for lot in state.lots}
+    else:
+        lot_sell_keys = set()
     for key, _order in sorted(undesired, key=lambda item: _order_rank(live_keys[item[0]], item[1].limit)):
         k = live_keys[key]
         if k.side is Side.SELL and key not in lot_sell_keys:
@@ -422,10 +487,11 @@ def _cancel_reason(key: IntentKey, state: GridState) -> str:
 def decide(state: GridState, market: Market, config: StrategyConfig) -> Decision:
     """One decision: the desired set and the commands that reach it from the state's live orders."""
     blocked = trading_blocked(state, market)
-    # The live set is a function of the state alone: worked out once for both the desired set and the diff.
-    live = live_orders(state)
-    desired, level0_blocked = _desire(state, market, config, live)
+    # The live set (and its parsed keys) is a function of the state alone: worked out once for both the desired
+    # set and the diff.
+    live, live_keys = _live_orders(state)
+    desired, level0_blocked = _desire(state, market, config, live, live_keys, blocked)
     if blocked is not None:
         return Decision(desired=desired, commands=(), blocked=blocked)
-    commands, held = _diff(desired, state, config, market.now_ns, live)
+    commands, held = _diff(desired, state, config, market.now_ns, live, live_keys)
     return Decision(desired=desired, commands=commands, level0_blocked=level0_blocked, held_back=held)
