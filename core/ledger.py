@@ -29,7 +29,7 @@ The rules:
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort_right
+from bisect import insort_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
@@ -75,12 +75,13 @@ OrderEvent = (
 _LOT_ORDER = attrgetter("cycle", "level", "buy_key")
 _WORKING_ORDER_ORDER = attrgetter("side", "level", "key")
 
-# The last few states :func:`step` made. Such a state is in the ledger's order (see _in_order), so the next event
-# can hand its untouched parts on without sorting or copying them; any other state is put in order the long way.
-# Only identity is asked, of states held here (an id cannot be reused while they live), and a GridState is frozen
-# and no one changes its lists; a state missing here only costs time. A tuple, replaced whole, so a reader in
-# another thread never sees it change under it.
-_RECENT_STATES: tuple[GridState, ...] = ()
+# The last few states :func:`step` made, each with its working orders by key (the index its book ended with). Such
+# a state is in the ledger's order (see _known_orders), so the next event hands its untouched parts on without
+# sorting or copying them, and finds its orders without indexing them again; any other state is put in order the
+# long way. Only identity is asked, of states held here (an id cannot be reused while they live); a GridState is
+# frozen, no one changes its lists, and a book copies an index before it changes it; a state missing here only
+# costs time. A tuple, replaced whole, so a reader in another thread never sees it change under it.
+_RECENT: tuple[tuple[GridState, dict[str, WorkingOrder]], ...] = ()
 _RECENT_MEMORY = 4
 
 _T = TypeVar("_T")
@@ -242,30 +243,31 @@ def _mul(shares: int, price: Decimal) -> Decimal:
     return _CTX.multiply(Decimal(shares), price)
 
 
-def _in_order(state: GridState) -> bool:
-    """True when ``state`` is one :func:`step` made, and so in the order freeze puts every state in.
+def _known_orders(state: GridState) -> dict[str, WorkingOrder] | None:
+    """The working orders by key of ``state`` when :func:`step` made it, and so it is in the order freeze puts
+    every state in; None for any other state.
 
     That order: lots sorted by (cycle, level, buy key), working orders by (side, level, key) with no key twice, no
     execId twice in the window, ``buy_attempts`` by level. An event applied to such a state by keeping each part in
     that order as it changes gives exactly the state that sorting every part afresh gives.
     """
-    for known in _RECENT_STATES:
+    for known, orders in _RECENT:
         if known is state:
-            return True
-    return False
+            return orders
+    return None
 
 
-def _by_exec_id(executions: list[AppliedExecution]) -> dict[str, AppliedExecution]:
-    """The executions by execId (a repeated execId keeps its first place and its last record)."""
-    return {rec.exec_id: rec for rec in executions}
+def _unique_executions(executions: list[AppliedExecution]) -> list[AppliedExecution]:
+    """The executions with no execId twice: a repeated one keeps its first place and its last record."""
+    return list({rec.exec_id: rec for rec in executions}.values())
 
 
-def _position(lots: list[Lot], lot: Lot) -> int:
-    """Where ``lot`` itself (not a lot equal to it) is in ``lots``."""
-    for index, candidate in enumerate(lots):
-        if candidate is lot:
+def _position(items: list[_T], item: _T) -> int:
+    """Where ``item`` itself (not one equal to it) is in ``items``."""
+    for index, candidate in enumerate(items):
+        if candidate is item:
             return index
-    raise ValueError(f"lot {lot.buy_key!r} is not in the list")
+    raise ValueError(f"{item!r} is not in the list")
 
 
 def _window(items: list[_T], memory: int) -> list[_T]:
@@ -296,9 +298,9 @@ class _Book:
         "realized",
         "lots",
         "orders",
+        "orders_shared",
         "order_list",
-        "_execs",
-        "execs_changed",
+        "execs",
         "ended",
         "closed",
         "amended",
@@ -310,7 +312,8 @@ class _Book:
         self.rules = rules
         # A state step made is in order already (see _in_order): the book keeps it so. Any other state (read from a
         # file, rescaled for a split, made by a test) is worked on as it is and sorted by freeze, as always.
-        self.in_order = in_order = _in_order(state)
+        known_orders = _known_orders(state)
+        self.in_order = in_order = known_orders is not None
         self.cycle = state.cycle
         self.anchor = state.anchor_price
         self.level0_attempt = state.level0_attempt
@@ -322,26 +325,30 @@ class _Book:
         self.attempts_in_order = in_order
         self.ended = state.ended_orders
         self.lots = state.lots
-        # Working orders by key (nearly every event looks one up), and in their order (side, level, key): the
-        # state's own list until an order changes (put_order and drop_order keep it in order).
-        self.orders: dict[str, WorkingOrder] = {order.key: order for order in state.orders}
-        self.order_list = state.orders if in_order else sorted(self.orders.values(), key=_WORKING_ORDER_ORDER)
-        # Executions by execId, made when an event needs them (fills and commissions). A state not in order may
-        # repeat an execId: the index decides which record counts, and the window is remade from it, as always.
-        self._execs: dict[str, AppliedExecution] | None = None if in_order else _by_exec_id(state.executions)
-        self.execs_changed = not in_order
+        # Working orders by key (nearly every event looks one up: the index the state was made with, copied before
+        # a change) and in their order (side, level, key): the state's own list until an order changes (put_order
+        # and drop_order keep both).
+        if known_orders is None:
+            known_orders = {order.key: order for order in state.orders}
+            self.order_list = sorted(known_orders.values(), key=_WORKING_ORDER_ORDER)
+        else:
+            self.order_list = state.orders
+        self.orders: dict[str, WorkingOrder] = known_orders
+        self.orders_shared = in_order
+        # The window of executions: the state's own list until the event changes it (record_exec). One not in order
+        # may repeat an execId; the first place and the last record count, as they always did.
+        self.execs = state.executions if in_order else _unique_executions(state.executions)
         self.closed: list[RoundTrip] = []
         self.amended: list[FeeAmendment] = []
         self.notes: list[str] = []
 
     def freeze(self) -> GridState:
-        global _RECENT_STATES
+        global _RECENT
         base = self.base
         in_order = self.in_order
         attempts = self.buy_attempts
         if not self.attempts_in_order:
             attempts = dict(sorted(attempts.items()))
-        execs = list(self.execs_by_id().values()) if self.execs_changed else base.executions
         memory = self.rules.exec_memory
         state = msgspec.structs.replace(
             base,
@@ -352,11 +359,11 @@ class _Book:
             realized_pnl=self.realized,
             lots=self.lots if in_order else sorted(self.lots, key=_LOT_ORDER),
             orders=self.order_list,
-            executions=_window(execs, memory),
+            executions=_window(self.execs, memory),
             ended_orders=_window(self.ended, memory),
         )
         # A tuple replaced whole: a reader in another thread sees the old memory or the new, never a half.
-        _RECENT_STATES = (state, *_RECENT_STATES[: _RECENT_MEMORY - 1])
+        _RECENT = ((state, self.orders), *_RECENT[: _RECENT_MEMORY - 1])
         return state
 
     # ------------------------------------------------------------------------------------------ changes
@@ -390,17 +397,20 @@ class _Book:
             self.order_list = list(self.order_list)
         return self.order_list
 
-    def _order_index(self, order: WorkingOrder) -> int:
-        # No key twice, so no two orders share a place in the order: the one found is ``order`` itself.
-        return bisect_left(self.order_list, _WORKING_ORDER_ORDER(order), key=_WORKING_ORDER_ORDER)
+    def _own_orders(self) -> dict[str, WorkingOrder]:
+        """The book's own index of working orders, copied from the state's at the first change."""
+        if self.orders_shared:
+            self.orders = dict(self.orders)
+            self.orders_shared = False
+        return self.orders
 
     def put_order(self, key: str, order: WorkingOrder) -> None:
         """Let ``order`` work under ``key`` (its own key), in place of the order that did."""
-        before = self.orders.get(key)
+        before = self._own_orders().get(key)
         self.orders[key] = order
         listed = self._own_order_list()
         if before is not None:
-            index = self._order_index(before)
+            index = _position(listed, before)
             if _WORKING_ORDER_ORDER(before) == _WORKING_ORDER_ORDER(order):
                 listed[index] = order
                 return
@@ -408,24 +418,33 @@ class _Book:
         insort_right(listed, order, key=_WORKING_ORDER_ORDER)
 
     def drop_order(self, key: str) -> WorkingOrder | None:
-        order = self.orders.pop(key, None)
-        if order is not None:
-            index = self._order_index(order)
-            del self._own_order_list()[index]
+        if key not in self.orders:
+            return None
+        order = self._own_orders().pop(key)
+        listed = self._own_order_list()
+        del listed[_position(listed, order)]
         return order
 
-    def execs_by_id(self) -> dict[str, AppliedExecution]:
-        if self._execs is None:
-            self._execs = _by_exec_id(self.base.executions)
-        return self._execs
+    def find_exec(self, exec_id: str) -> AppliedExecution | None:
+        for rec in self.execs:
+            if rec.exec_id == exec_id:
+                return rec
+        return None
 
     def record_exec(self, rec: AppliedExecution, latest: bool) -> None:
-        """Keep ``rec`` in the window of executions; ``latest`` moves it to the end (it was just applied)."""
-        execs = self.execs_by_id()
-        if latest:
-            execs.pop(rec.exec_id, None)
-        execs[rec.exec_id] = rec
-        self.execs_changed = True
+        """Keep ``rec`` in the window of executions, in place of the record of its execId; ``latest`` puts it last
+        (it was just applied)."""
+        if self.execs is self.base.executions:
+            self.execs = list(self.execs)
+        execs = self.execs
+        for index, known in enumerate(execs):
+            if known.exec_id == rec.exec_id:
+                if not latest:
+                    execs[index] = rec
+                    return
+                del execs[index]
+                break
+        execs.append(rec)
 
     def note_attempt(self, level: int, attempt: int) -> None:
         """A level >= 1 bought a lot under ``attempt``: the highest of the cycle is remembered."""
@@ -501,8 +520,7 @@ class _Book:
         for lot in self.lots:
             if lot.buy_key == key or lot.sell_key == key:
                 return False
-        # Without an index the state's own window serves: a state in order has no execId twice.
-        for rec in self.base.executions if self._execs is None else self._execs.values():
+        for rec in self.execs:
             if rec.key == key and rec.shares > 0:
                 return True
         return False
@@ -510,7 +528,7 @@ class _Book:
     # ------------------------------------------------------------------------------------------ fills
 
     def on_filled(self, e: OrderFilled) -> None:
-        known = self.execs_by_id().get(e.exec_id)
+        known = self.find_exec(e.exec_id)
         if known is not None and known.shares > 0:
             self.notes.append(f"execution {e.exec_id} already applied; ignored")
             return
@@ -731,7 +749,7 @@ class _Book:
     # ------------------------------------------------------------------------------------------ commissions
 
     def on_commission(self, e: CommissionReported) -> None:
-        rec = self.execs_by_id().get(e.exec_id)
+        rec = self.find_exec(e.exec_id)
         if rec is not None and rec.commission is not None:
             self.notes.append(f"commission of execution {e.exec_id} already booked; ignored")
             return
