@@ -30,7 +30,6 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from functools import lru_cache
 
 PREFIX = "tqgrid1"
 MAX_CYCLE = 999_999
@@ -119,12 +118,13 @@ class IntentKey:
 
     def encode(self) -> str:
         """The orderRef string for this key."""
-        parts = [PREFIX, f"c{self.cycle}", f"L{self.level}", self.side.value]
+        text = f"{PREFIX} c{self.cycle} L{self.level} {self.side.value}"
         if self.attempt is not None:
-            parts.append(f"a{self.attempt}")
+            text += f" a{self.attempt}"
         if self.purchase_price is not None:
-            parts.append(format(self.purchase_price, "f"))
-        return " ".join(parts)
+            text += f" {self.purchase_price:f}"
+        _remember(text, self)  # the next parse of this text is this key (see _KNOWN)
+        return text
 
     def __str__(self) -> str:
         return self.encode()
@@ -134,13 +134,32 @@ def parse(ref: str) -> IntentKey:
     """Parse an orderRef back into its key; :class:`NotAnIntentKey` for anything that is not one, exactly."""
     if not isinstance(ref, str):
         raise NotAnIntentKey(f"orderRef {ref!r} is not a grid intent key (not a string)")
-    return _parse_str(ref)
+    key = _KNOWN.get(ref)
+    if key is None:
+        key = _parse_text(ref)
+        _remember(ref, key)
+    return key
 
 
-# Keys are immutable and the strategy and the ledger parse the same few dozen live keys at every decision (the
-# backtester makes hundreds of thousands of decisions): remember the recent ones. Refusals are not cached.
-@lru_cache(maxsize=4096)
-def _parse_str(ref: str) -> IntentKey:
+# Keys by their text, as parse read them or encode wrote them. The strategy and the ledger parse the same few dozen
+# live keys at every decision (the backtester makes hundreds of thousands of decisions), and nearly every key they
+# meet first is one encode wrote moments before (a lot's SELL key, the next BUY's key): parsing it anew took the
+# regex and a validated key each time. Safe to share and to fill from both sides: a key is immutable, and a key's
+# text parses back to an equal key with the very same fields (``parse(k.encode()) == k``, the round trip the tests
+# check for every key), so parse answers the same whatever this holds. Emptied when full (the live keys are simply
+# read again); refusals are never remembered.
+_KNOWN: dict[str, IntentKey] = {}
+_KNOWN_LIMIT = 8192
+
+
+def _remember(text: str, key: IntentKey) -> None:
+    if len(_KNOWN) >= _KNOWN_LIMIT:
+        _KNOWN.clear()
+    _KNOWN[text] = key
+
+
+def _parse_text(ref: str) -> IntentKey:
+    """The grammar itself (no memory): the key ``ref`` spells, or :class:`NotAnIntentKey`."""
     match = _KEY.fullmatch(ref)
     if match is None:
         if ref.startswith("tqgrid"):

@@ -335,7 +335,7 @@ def _sell_budget(lots: Iterable[Lot], pinned: Sequence[str], max_live_sells: int
     """:func:`sell_budget`, given the keys of the pinned live orders."""
     if max_live_sells <= 0:
         return ()
-    ranked = _by_target([lot for lot in lots if _remaining(lot) > 0])
+    ranked = _by_target([lot for lot in lots if lot.quantity - lot.sold > 0])  # lots with shares left to sell
     if pinned:
         first = set(pinned)
         ranked = [lot for lot in ranked if lot.sell_key in first] + [

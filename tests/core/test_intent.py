@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import intent
 from core.intent import (
     EXAMPLE,
     MAX_KEY_LENGTH,
@@ -215,6 +216,8 @@ def test_buy_keys_round_trip(cycle: int, level: int, attempt: int | None) -> Non
     assert parse(text) == key
     assert parse(text).encode() == text
     assert len(text) <= MAX_KEY_LENGTH
+    # The grammar itself, not parse's memory of what encode wrote (that memory is right only because of this).
+    assert intent._parse_text(text) == key
 
 
 @settings(deadline=None)  # a per-example time limit fails on a loaded CI machine, not on a bug
@@ -229,6 +232,10 @@ def test_sell_keys_round_trip_with_the_exact_price(
     assert back.purchase_price == price  # exact: no rounding anywhere
     assert back.encode() == text
     assert len(text) <= MAX_KEY_LENGTH
+    # The grammar itself, not parse's memory of what encode wrote: the same key, the price written the same way.
+    grammar = intent._parse_text(text)
+    assert grammar == key
+    assert str(grammar.purchase_price) == str(key.purchase_price)
 
 
 @settings(deadline=None)  # a per-example time limit fails on a loaded CI machine, not on a bug
@@ -256,3 +263,27 @@ def test_near_keys_parse_only_in_their_one_spelling(text: str) -> None:
         assert not is_grid_ref(text)
     else:
         assert key.encode() == text
+
+
+# --- parse's memory ---------------------------------------------------------------------------------------------
+
+
+def test_parse_answers_the_same_with_or_without_its_memory() -> None:
+    texts = [IntentKey.sell(7, 3, D("97.50"), 2).encode(), "tqgrid1 c7 L4 BUY a3", "tqgrid1 c7 L0 BUY"]
+    remembered = [parse(t) for t in texts]
+    intent._KNOWN.clear()
+    fresh = [parse(t) for t in texts]
+    assert fresh == remembered
+    assert [str(k.purchase_price) for k in fresh] == [str(k.purchase_price) for k in remembered]
+    # Refusals are not remembered: a refused text is refused again.
+    for _ in range(2):
+        with pytest.raises(NotAnIntentKey):
+            parse("tqgrid1 c7 L3 SELL 0.00")
+    assert "tqgrid1 c7 L3 SELL 0.00" not in intent._KNOWN
+
+
+def test_parse_memory_is_bounded() -> None:
+    for n in range(intent._KNOWN_LIMIT + 10):
+        parse(f"tqgrid1 c{n} L1 BUY")
+    assert len(intent._KNOWN) <= intent._KNOWN_LIMIT
+    assert parse("tqgrid1 c5 L1 BUY") == IntentKey.buy(5, 1)
