@@ -25,6 +25,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from core.sessions import Session, can_trade
 
 CENT = Decimal("0.01")
+ZERO_CENTS = Decimal("0.00")
 
 # IB's fixed pricing for US stocks (interactivebrokers.com, "Commissions Stocks", fixed): per share, with a minimum
 # per order and a cap of 1% of the trade value.
@@ -41,6 +42,14 @@ class Side(enum.Enum):
 class OrderType(enum.Enum):
     LIMIT = "LMT"
     MARKET = "MKT"
+
+
+# Enum members read for every resting order at every print, looked up once here: in CPython 3.11 an attribute of
+# an Enum class is read through EnumType's __getattr__ hook, many times slower than a module global.
+_BUY = Side.BUY
+_MARKET = OrderType.MARKET
+_REGULAR = Session.REGULAR
+_CLOSED = Session.CLOSED
 
 
 @dataclass(frozen=True)
@@ -84,32 +93,46 @@ class Fill:
 
 def round_cent(value: Decimal) -> Decimal:
     """Round half-up to the cent (TQQQ's tick)."""
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return value.quantize(CENT, ROUND_HALF_UP)
 
 
 def conditions_hold(conditions: Sequence[PriceCondition], last: Decimal) -> bool:
     """Evaluate IB's condition chain left to right: each condition's conjunction joins it to the next one."""
     if not conditions:
         return True
-    result = conditions[0].holds(last)
-    for previous, cond in zip(conditions, conditions[1:], strict=False):
+    previous = conditions[0]
+    result = previous.holds(last)
+    for cond in conditions[1:]:
         result = (result and cond.holds(last)) if previous.conjunction_and else (result or cond.holds(last))
+        previous = cond
     return result
 
 
 def conditions_may_trigger(session: Session, ignore_rth: bool) -> bool:
     """Conditions are watched during regular hours, or in every open session with ``conditionsIgnoreRth``."""
-    return session is Session.REGULAR or (ignore_rth and session is not Session.CLOSED)
+    return session is _REGULAR or (ignore_rth and session is not _CLOSED)
 
 
 def fill_price(order: WorkingOrder, print_price: Decimal) -> Decimal | None:
     """The price ``order`` fills at against a print at ``print_price``, or None when the print does not reach it."""
-    if order.order_type is OrderType.MARKET:
+    if order.order_type is _MARKET:
         return print_price
     assert order.limit is not None, "a limit order has a limit price"
-    if order.side is Side.BUY:
+    if order.side is _BUY:
         return print_price if print_price <= order.limit else None
     return print_price if print_price >= order.limit else None
+
+
+def reachable(orders: Iterable[WorkingOrder], print_price: Decimal) -> list[WorkingOrder]:
+    """The orders (in their given order) that a print at ``print_price`` reaches: those :func:`fill_price` gives a
+    price for. The same rule in one comparison per order and no call, for a caller that holds many resting orders
+    of which a print reaches few (the paper broker narrows its book down with it at every print)."""
+    return [
+        o for o in orders
+        if o.order_type is _MARKET
+        or o.limit is None  # (not a valid limit order: left for fill_price to refuse)
+        or (print_price <= o.limit if o.side is _BUY else print_price >= o.limit)
+    ]
 
 
 def match(
@@ -122,8 +145,10 @@ def match(
     """
     fills: list[Fill] = []
     liquidity = prt.size
+    # Whether an order may trade in ``session`` depends on its outsideRth only: asked once for each value.
+    tradable = (can_trade(session, False), can_trade(session, True))
     for order in orders:
-        if order.remaining <= 0 or not can_trade(session, order.outside_rth):
+        if order.remaining <= 0 or not tradable[order.outside_rth]:
             continue
         price = fill_price(order, prt.price)
         if price is None:
@@ -141,7 +166,7 @@ def match(
 def fixed_commission(shares: int, value: Decimal) -> Decimal:
     """IB fixed-pricing commission for an order that has filled ``shares`` for a total of ``value`` dollars."""
     if shares <= 0:
-        return Decimal("0.00")
+        return ZERO_CENTS
     per_share = FIXED_PER_SHARE * shares
     # The 1% cap wins over the minimum (a small order pays 1% of its value).
     return round_cent(min(max(per_share, FIXED_MIN_PER_ORDER), FIXED_MAX_FRACTION * value))

@@ -219,9 +219,14 @@ def session_span(ts_ns: int) -> SessionSpan:
     return SessionSpan(session_at(ts_ns), ts_ns, ts_ns + 1)
 
 
+# Read at every print and placement, looked up once here: in CPython 3.11 an attribute of an Enum class is read
+# through EnumType's __getattr__ hook, many times slower than a module global.
+_REGULAR, _PRE, _AFTER = Session.REGULAR, Session.PRE, Session.AFTER
+
+
 def can_trade(session: Session, outside_rth: bool) -> bool:
     """True when an order may fill in ``session``: regular hours always, extended hours only with outsideRth."""
-    return session is Session.REGULAR or (outside_rth and session.extended)
+    return session is _REGULAR or (outside_rth and (session is _PRE or session is _AFTER))
 
 
 def next_trading_day(d: date) -> date:

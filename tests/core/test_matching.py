@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.matching import (
     Fill,
@@ -19,6 +21,7 @@ from core.matching import (
     fill_price,
     fixed_commission,
     match,
+    reachable,
     round_cent,
 )
 from core.sessions import Session
@@ -49,6 +52,33 @@ def test_limit_fill_price(side: Side, limit: str, print_price: str, expected: st
 def test_market_order_fills_at_the_print() -> None:
     order = WorkingOrder(1, Side.SELL, OrderType.MARKET, None, 5, False)
     assert fill_price(order, D("12.34")) == D("12.34")
+
+
+cents = st.integers(min_value=4_000, max_value=6_000).map(lambda c: D(c) / 100)
+working_orders = st.builds(
+    WorkingOrder,
+    key=st.integers(0, 1_000),
+    side=st.sampled_from(Side),
+    order_type=st.sampled_from(OrderType),
+    limit=cents,
+    remaining=st.integers(0, 50),
+    outside_rth=st.booleans(),
+)
+
+
+@given(st.lists(working_orders, max_size=25), cents)
+def test_reachable_keeps_exactly_the_orders_fill_price_fills_in_their_order(
+    orders: list[WorkingOrder], print_price: Decimal
+) -> None:
+    assert reachable(orders, print_price) == [o for o in orders if fill_price(o, print_price) is not None]
+
+
+@given(st.lists(working_orders, max_size=25), cents, st.integers(1, 100), st.sampled_from(Session), st.booleans())
+def test_matching_the_reachable_orders_gives_the_same_fills(
+    orders: list[WorkingOrder], print_price: Decimal, size: int, session: Session, partial: bool
+) -> None:
+    prt = Print(print_price, size)
+    assert match(reachable(orders, print_price), prt, session, partial) == match(orders, prt, session, partial)
 
 
 def test_match_respects_sessions_and_outside_rth() -> None:
