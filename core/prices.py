@@ -19,8 +19,10 @@ from functools import lru_cache
 
 # Our own arithmetic context: results must not depend on whatever a caller did to the thread's decimal context.
 _CTX = Context(prec=34, rounding=ROUND_HALF_UP)
-# Chains are cached in blocks of this many levels, so trigger(a, 3) and trigger_chain(a, 88) share one entry.
-_CHAIN_BLOCK = 128
+# Chains are computed and cached in blocks of this many levels: a cycle computes its triggers down to the block of
+# its deepest level only, and a cycle that goes deeper computes just the next block (the strategy asks at every
+# decision, and most cycles end within a few dozen levels).
+_CHAIN_BLOCK = 16
 
 CENT = Decimal("0.01")
 # Far above any share price; below it every product stays exact in the 34-digit context.
@@ -101,7 +103,7 @@ def triggers(anchor: Decimal, levels: Iterable[int], step: Decimal = STEP) -> tu
             raise ValueError(f"level must be a whole number >= 0, was {level!r}")
     step = _fraction(step, "step")
     tail = _chain_tail(anchor, step, _block(max(wanted, default=0) + 1))
-    return tuple(anchor if level == 0 else tail[level - 1] for level in wanted)
+    return tuple([anchor if level == 0 else tail[level - 1] for level in wanted])
 
 
 def _block(levels: int) -> int:
@@ -109,16 +111,27 @@ def _block(levels: int) -> int:
     return -(-(levels - 1) // _CHAIN_BLOCK) * _CHAIN_BLOCK
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _chain_tail(anchor: Decimal, step: Decimal, length: int) -> tuple[Decimal, ...]:
-    """trigger(1) .. trigger(length), each rounded before the next is computed (the user's rule)."""
-    factor = _CTX.subtract(1, step)
+    """trigger(1) .. trigger(length), ``length`` a whole number of blocks: the blocks after ``anchor``, joined."""
     tail: list[Decimal] = []
     price = anchor
-    for _ in range(length):
-        price = _CTX.multiply(price, factor).quantize(CENT, rounding=ROUND_HALF_UP, context=_CTX)
-        tail.append(price)
+    while len(tail) < length:
+        block = _next_triggers(price, step)
+        tail.extend(block)
+        price = block[-1]
     return tuple(tail)
+
+
+@lru_cache(maxsize=1024)
+def _next_triggers(price: Decimal, step: Decimal) -> tuple[Decimal, ...]:
+    """The block of triggers after a trigger at ``price``, each rounded before the next is computed (the user's rule)."""
+    factor = _CTX.subtract(1, step)
+    block: list[Decimal] = []
+    for _ in range(_CHAIN_BLOCK):
+        price = _CTX.multiply(price, factor).quantize(CENT, rounding=ROUND_HALF_UP, context=_CTX)
+        block.append(price)
+    return tuple(block)
 
 
 def trigger(anchor: Decimal, level: int, step: Decimal = STEP) -> Decimal:

@@ -38,7 +38,7 @@ from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
 
-from core.intent import IntentKey, NotAnIntentKey, Side, parse
+from core.intent import IntentKey, NotAnIntentKey, Side, parse, slot_of
 from core.ledger import next_buy_attempt
 from core.lotmap import LotMap
 from core.prices import buy_queue, level0_limit, triggers
@@ -160,13 +160,9 @@ def _live_orders(state: GridState) -> tuple[dict[str, WorkingOrder], dict[str, I
     return live, keys
 
 
-def _is_pinned(order: WorkingOrder) -> bool:
-    return order.filled > 0
-
-
 def _pinned_keys(live: Mapping[str, WorkingOrder]) -> list[str]:
-    """The keys of the pinned live orders, in the live set's order (the desired set lists them in that order)."""
-    return [key for key, order in live.items() if _is_pinned(order)]
+    """The keys of the pinned live orders (partly filled), in the live set's order (the desired set's order)."""
+    return [key for key, order in live.items() if order.filled > 0]
 
 
 # --------------------------------------------------------------------------------------------- gates
@@ -286,7 +282,7 @@ def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[
     if not levels:
         return {}
     orders: dict[str, PlaceOrder] = {}
-    for level, price in zip(levels, triggers(state.anchor_price, levels, config.step), strict=True):
+    for level, price in zip(levels, _queue_triggers(state.anchor_price, levels, config.step), strict=True):
         key = _buy_key(state.cycle, level, next_buy_attempt(state, level))
         orders[key] = PlaceOrder(
             ts_ns=now_ns,
@@ -303,6 +299,14 @@ def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[
     return orders
 
 
+# The queue's levels are all below a held one (>= 1), so their triggers are cent prices that follow from the anchor's
+# value alone, and every decision of a cycle asks for the same few again: remember them (typed: a number that only
+# equals a Decimal anchor is still refused by triggers()).
+@lru_cache(maxsize=256, typed=True)
+def _queue_triggers(anchor: Decimal, levels: tuple[int, ...], step: Decimal) -> tuple[Decimal, ...]:
+    return triggers(anchor, levels, step)
+
+
 # A key is a pure function of its parts, and every decision names the same few BUY keys again: remember them.
 @lru_cache(maxsize=1024)
 def _buy_key(cycle: int, level: int, attempt: int) -> str:
@@ -313,7 +317,9 @@ def _remaining(lot: Lot) -> int:
     return lot.quantity - lot.sold
 
 
-# The parts of the sell budget's rank, read in C (the budget ranks every lot at every decision).
+# What the sell budget reads of every lot at every decision, read in C.
+_QUANTITY = attrgetter("quantity")
+_SOLD = attrgetter("sold")
 _SELL_KEY = attrgetter("sell_key")
 _CYCLE = attrgetter("cycle")
 _LEVEL = attrgetter("level")
@@ -335,7 +341,12 @@ def _sell_budget(lots: Iterable[Lot], pinned: Sequence[str], max_live_sells: int
     """:func:`sell_budget`, given the keys of the pinned live orders."""
     if max_live_sells <= 0:
         return ()
-    ranked = _by_target([lot for lot in lots if lot.quantity - lot.sold > 0])  # lots with shares left to sell
+    candidates = list(lots)
+    # Only lots with shares left to sell. A lot whose last share sold is closed, so that is nearly always every lot:
+    # checked in C, filtered one by one only when it is not.
+    if not all(map(operator.gt, map(_QUANTITY, candidates), map(_SOLD, candidates))):
+        candidates = [lot for lot in candidates if _remaining(lot) > 0]
+    ranked = _by_target(candidates)
     if pinned:
         first = set(pinned)
         ranked = [lot for lot in ranked if lot.sell_key in first] + [
@@ -441,7 +452,7 @@ def _diff(
         (key, order) for key, order in live.items() if key not in desired and order.status not in CANCELLING_STATUSES
     ]
     # Only an undesired SELL asks whether it belongs to a lot: the lots' SELL keys are gathered only then.
-    if any(live_keys[key].side is Side.SELL for key, _order in undesired):
+    if undesired and any(live_keys[key].side is Side.SELL for key, _order in undesired):
         lot_sell_keys = {lot.sell_key for lot in state.lots}
     else:
         lot_sell_keys = set()
@@ -450,7 +461,7 @@ def _diff(
         if k.side is Side.SELL and key not in lot_sell_keys:
             continue  # a SELL of no lot: reconciliation's business, never ours to cancel
         cancels.append(CancelOrder(ts_ns=now_ns, key=key, reason=_cancel_reason(k, state)))
-    taken_slots = {k.slot for k in live_keys.values()}
+    taken_slots = set(map(slot_of, live_keys.values()))
     counts = {"BUY": 0, "SELL": 0}
     for order in live.values():
         counts[order.side] += 1

@@ -68,6 +68,12 @@ def test_purchase_prices_are_exact_and_written_one_way() -> None:
     assert hash(IntentKey.sell(1, 1, D("97.500"))) == hash(IntentKey.sell(1, 1, D("97.5")))
 
 
+def test_slot_of_is_the_slot() -> None:
+    keys = [IntentKey.buy(3, 0), IntentKey.buy(3, 0, 2), IntentKey.sell(3, 5, D("97.5"), 2), parse("tqgrid1 c9 L1 BUY")]
+    assert [intent.slot_of(k) for k in keys] == [k.slot for k in keys]
+    assert keys[0].slot == (3, 0, Side.BUY) and keys[2].slot == (3, 5, Side.SELL)
+
+
 def test_attempt_one_and_none_are_the_same_key() -> None:
     assert IntentKey.buy(7, 0, 1) == IntentKey.buy(7, 0)
     assert IntentKey.buy(7, 0, 1).attempt is None

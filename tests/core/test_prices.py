@@ -19,6 +19,7 @@ from core.prices import (
     to_cent,
     trigger,
     trigger_chain,
+    triggers,
 )
 
 D = Decimal
@@ -53,6 +54,7 @@ def test_half_up_rounding_at_the_half_cent() -> None:
 def test_results_do_not_depend_on_the_callers_decimal_context() -> None:
     expected = trigger_chain(D("100"), USER_LEVELS)
     prices._chain_tail.cache_clear()
+    prices._next_triggers.cache_clear()
     with localcontext() as ctx:
         ctx.prec = 3
         ctx.rounding = "ROUND_DOWN"
@@ -118,14 +120,42 @@ def test_floats_and_bad_inputs_are_refused() -> None:
 
 def test_the_chain_is_cached_per_anchor() -> None:
     prices._chain_tail.cache_clear()
+    prices._next_triggers.cache_clear()
     first = trigger_chain(D("100"), USER_LEVELS)
+    computed = prices._next_triggers.cache_info().misses
+    assert computed == -(-(USER_LEVELS - 1) // prices._CHAIN_BLOCK)  # each block of the chain once
     trigger(D("100"), 3)
     trigger_chain(D("100.00"), 10)
-    info = prices._chain_tail.cache_info()
-    assert (info.misses, info.hits) == (1, 2)
+    triggers(D("100"), [40, 41, 42])
+    assert prices._next_triggers.cache_info().misses == computed  # nothing computed again
+    assert prices._chain_tail.cache_info().hits >= 1
     assert trigger_chain(D("100"), USER_LEVELS) == first
     # the anchor is the caller's own object, so its written form is kept
     assert str(trigger_chain(D("100.00"), 2)[0]) == "100.00"
+
+
+def test_a_deeper_cycle_computes_only_the_blocks_below_what_it_had() -> None:
+    prices._chain_tail.cache_clear()
+    prices._next_triggers.cache_clear()
+    shallow = trigger_chain(D("58.13"), 5)
+    assert prices._next_triggers.cache_info().misses == 1
+    deep = trigger_chain(D("58.13"), 3 * prices._CHAIN_BLOCK)
+    assert prices._next_triggers.cache_info().misses == 3
+    assert deep[:5] == shallow
+    # Each trigger is the one before it, times (1 - step), rounded half-up to the cent: across the blocks too.
+    assert all(deep[n] == to_cent(deep[n - 1] * D("0.99")) for n in range(2, len(deep)))
+
+
+def test_triggers_are_the_chain_entries_of_the_levels_asked() -> None:
+    chain = trigger_chain(D("97.0213"), USER_LEVELS)
+    levels = [0, 1, 16, 17, 40, USER_LEVELS - 1, 3]
+    assert triggers(D("97.0213"), levels) == tuple(chain[n] for n in levels)
+    assert str(triggers(D("97.0213"), [0])[0]) == "97.0213"  # the anchor as given
+    assert triggers(D("97.0213"), []) == ()
+    with pytest.raises(ValueError, match="level must be a whole number >= 0, was -1"):
+        triggers(D("97.0213"), [2, -1])
+    with pytest.raises(ValueError, match="anchor must be a positive price"):
+        triggers(D("0"), [1])
 
 
 def test_trigger_is_the_chain_entry() -> None:
