@@ -310,7 +310,7 @@ class _Book:
     def __init__(self, state: GridState, rules: LedgerRules) -> None:
         self.base = state
         self.rules = rules
-        # A state step made is in order already (see _in_order): the book keeps it so. Any other state (read from a
+        # A state step made is in order already (see _known_orders): the book keeps it so. Any other state (read from a
         # file, rescaled for a split, made by a test) is worked on as it is and sorted by freeze, as always.
         known_orders = _known_orders(state)
         self.in_order = in_order = known_orders is not None
