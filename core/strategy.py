@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
+from typing import TypeVar
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse, slot_of
 from core.ledger import next_buy_attempt
@@ -60,6 +61,8 @@ FINAL_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 CANCELLING_STATUSES = frozenset({"PendingCancel"})
 
 Command = CancelOrder | PlaceOrder
+# A live order or a desired one: the diff ranks both by key and limit.
+_Order = TypeVar("_Order", WorkingOrder, PlaceOrder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +403,7 @@ def _budgeted_sells(
             key=lot.sell_key,
             symbol=config.symbol,
             side="SELL",
-            quantity=_remaining(lot),
+            quantity=lot.quantity - lot.sold,  # what remains of the lot
             limit=lot.sell_target_price,
             tif="GTC",
             outside_rth=True,
@@ -449,14 +452,16 @@ def _diff(
     # Only the live orders that are not desired and not already being cancelled can give a cancel: they are taken
     # out before the sort (a stable sort keeps the rest in the same relative order), so the sort ranks a few.
     undesired = [
-        (key, order) for key, order in live.items() if key not in desired and order.status not in CANCELLING_STATUSES
+        (key, order)
+        for key, order in live.items()
+        if key not in desired and order.status not in CANCELLING_STATUSES
     ]
     # Only an undesired SELL asks whether it belongs to a lot: the lots' SELL keys are gathered only then.
     if undesired and any(live_keys[key].side is Side.SELL for key, _order in undesired):
         lot_sell_keys = {lot.sell_key for lot in state.lots}
     else:
         lot_sell_keys = set()
-    for key, _order in sorted(undesired, key=lambda item: _order_rank(live_keys[item[0]], item[1].limit)):
+    for key, _order in _in_order(undesired, live_keys):
         k = live_keys[key]
         if k.side is Side.SELL and key not in lot_sell_keys:
             continue  # a SELL of no lot: reconciliation's business, never ours to cancel
@@ -469,15 +474,22 @@ def _diff(
     places: list[Command] = []
     held: list[str] = []
     # Likewise only the desired orders not live yet can give a place.
-    missing = {key: place for key, place in desired.items() if key not in live}
-    missing_keys = {key: parse(key) for key in missing}
-    for key, place in sorted(missing.items(), key=lambda item: _order_rank(missing_keys[item[0]], item[1].limit)):
+    missing = [(key, place) for key, place in desired.items() if key not in live]
+    missing_keys = {key: parse(key) for key, _place in missing}
+    for key, place in _in_order(missing, missing_keys):
         if missing_keys[key].slot in taken_slots or counts[place.side] >= caps[place.side]:
             held.append(key)
             continue
         counts[place.side] += 1
         places.append(place)
     return tuple(cancels + places), tuple(held)
+
+
+def _in_order(orders: list[tuple[str, _Order]], keys: Mapping[str, IntentKey]) -> list[tuple[str, _Order]]:
+    """(key, order) pairs in command order (:func:`_order_rank`, ties as given); one or none need no ranking."""
+    if len(orders) < 2:
+        return orders
+    return sorted(orders, key=lambda item: _order_rank(keys[item[0]], item[1].limit))
 
 
 def _order_rank(k: IntentKey, limit: Decimal) -> tuple[int, Decimal, int]:
