@@ -167,13 +167,13 @@ class Engine:
             self._timed.pop(perm_id, None)
         if order.triggered:
             self._waiting.pop(perm_id, None)
-            self._book[perm_id] = matching.WorkingOrder(
-                key=perm_id,
-                side=_SIDES.get(order.action) or Side(order.action),
-                order_type=_ORDER_TYPES.get(order.order_type) or OrderType(order.order_type),
-                limit=order.limit,
-                remaining=order.remaining,
-                outside_rth=order.outside_rth,
+            self._book[perm_id] = matching.WorkingOrder(  # (key, side, order_type, limit, remaining, outside_rth)
+                perm_id,
+                _SIDES.get(order.action) or Side(order.action),
+                _ORDER_TYPES.get(order.order_type) or OrderType(order.order_type),
+                order.limit,
+                order.remaining,
+                order.outside_rth,
             )
         else:
             self._book.pop(perm_id, None)
@@ -297,26 +297,29 @@ class Engine:
     def _make_order(self, client_id: int, t: OrderTicket, now_ns: int) -> BrokerOrder:
         """The broker's record of ``t``, with the next permId and seq."""
         qty = t.total_quantity if t.total_quantity is not None else Decimal(0)
+        # The required fields by position (here and for the Execution in _fill): a class called with keywords
+        # gets them as a dict, which costs as much as the rest of the record (test_broker_engine checks the fields).
         order = BrokerOrder(
-            perm_id=self.next_perm_id,
-            client_id=client_id,
-            order_id=t.order_id,
-            account=self.account.account_id,
-            con_id=contracts.TQQQ.con_id,
-            action=t.action,
-            quantity=int(qty) if qty == qty.to_integral_value() else 0,
-            order_type=t.order_type,
-            limit=_cents(t.lmt_price) if t.order_type == "LMT" else None,
-            tif=t.tif or "DAY",
-            outside_rth=t.outside_rth,
-            order_ref=t.order_ref,
-            placed_ns=now_ns,
-            seq=self.next_seq,
-            conditions=_conditions(t) if t.conditions else [],
-            conditions_ignore_rth=t.conditions_ignore_rth,
-            conditions_cancel_order=t.conditions_cancel_order,
-            triggered=not t.conditions,
+            self.next_perm_id,  # perm_id
+            client_id,
+            t.order_id,
+            self.account.account_id,  # account
+            contracts.TQQQ.con_id,  # con_id
+            t.action,
+            int(qty) if qty == qty.to_integral_value() else 0,  # quantity
+            t.order_type,
+            _cents(t.lmt_price) if t.order_type == "LMT" else None,  # limit
+            t.tif or "DAY",  # tif
+            t.outside_rth,
+            t.order_ref,
+            now_ns,  # placed_ns
+            self.next_seq,  # seq
         )
+        if t.conditions:
+            order.conditions = _conditions(t)
+            order.triggered = False
+        order.conditions_ignore_rth = t.conditions_ignore_rth
+        order.conditions_cancel_order = t.conditions_cancel_order
         self.next_perm_id += 1
         self.next_seq += 1
         return order
@@ -477,24 +480,25 @@ class Engine:
         order.last_fill_price = price
         order.commission += commission
         realized = self.account.apply_execution(order.action == "BUY", shares, price, commission)
-        execution = Execution(
-            exec_id=f"{self.next_exec_seq:08x}.{self.epoch_s & 0xFFFFFFFF:08x}.01.01",
-            perm_id=order.perm_id,
-            client_id=order.client_id,
-            order_id=order.order_id,
-            account=order.account,
-            con_id=order.con_id,
-            side="BOT" if order.action == "BUY" else "SLD",
-            shares=shares,
-            price=price,
-            cum_qty=order.filled,
-            avg_price=order.avg_fill_price.quantize(AVG_PRICE_PLACES),
-            ts_ns=now_ns,
-            order_ref=order.order_ref,
-            commission=commission,
-            realized_pnl=realized,
-            liquidity=2 if arrival else 1,
+        execution = Execution(  # by position, as the BrokerOrder in _make_order
+            f"{self.next_exec_seq:08x}.{self.epoch_s & 0xFFFFFFFF:08x}.01.01",  # exec_id
+            order.perm_id,
+            order.client_id,
+            order.order_id,
+            order.account,
+            order.con_id,
+            "BOT" if order.action == "BUY" else "SLD",  # side
+            shares,
+            price,
+            order.filled,  # cum_qty
+            order.avg_fill_price.quantize(AVG_PRICE_PLACES),  # avg_price
+            now_ns,  # ts_ns
+            order.order_ref,
+            commission,
+            realized,  # realized_pnl
         )
+        if arrival:
+            execution.liquidity = 2  # it took liquidity (the default: it added liquidity, a resting order)
         self.next_exec_seq += 1
         self.executions.append(execution)
         order.exec_ids.append(execution.exec_id)
@@ -508,13 +512,8 @@ class Engine:
 
 def _conditions(t: OrderTicket) -> list[Condition]:
     return [
-        Condition(
-            is_more=c.is_more,
-            price=_cents(c.price) or Decimal(0),
-            con_id=c.con_id,
-            exchange=c.exchange,
-            trigger_method=c.trigger_method,
-            conjunction=c.conjunction or "a",
+        Condition(  # (is_more, price, con_id, exchange, trigger_method, conjunction): by position, as in _make_order
+            c.is_more, _cents(c.price) or Decimal(0), c.con_id, c.exchange, c.trigger_method, c.conjunction or "a"
         )
         for c in t.conditions
         if c.cond_type == 1

@@ -152,3 +152,39 @@ def test_the_cap_per_side_counts_live_orders_only() -> None:
     assert isinstance(eng.place(17, ticket(22, "SELL", "60.00"), MONDAY_10)[0], OrderAcknowledged)
     eng.cancel(17, 1, MONDAY_10)
     assert isinstance(eng.place(17, ticket(23, "BUY", "40.00"), MONDAY_10)[0], OrderAcknowledged)
+
+
+def test_the_records_of_an_order_and_its_execution_carry_every_field() -> None:
+    """The engine builds both records by position (for speed): every field by name here."""
+    eng = Engine(Account("DU1234567", D(1_000_000)), epoch_s=0x1234)
+    eng.on_print(D("50.00"), 100, MONDAY_10)
+    t = replace(
+        ticket(7, "SELL", "50.00", qty=12, below="49.00", tif="DAY", outside_rth=False),
+        conditions_ignore_rth=True, conditions_cancel_order=False,
+    )
+    eng.place(18, t, MONDAY_10)
+    [order] = eng.open_orders()
+    assert (
+        order.perm_id, order.client_id, order.order_id, order.account, order.con_id, order.action, order.quantity,
+        order.order_type, order.limit, order.tif, order.outside_rth, order.order_ref, order.placed_ns, order.seq,
+    ) == (
+        eng.next_perm_id - 1, 18, 7, "DU1234567", TQQQ.con_id, "SELL", 12, "LMT", D("50.00"), "DAY", False, "ref7",
+        MONDAY_10, eng.next_seq - 1,
+    )
+    assert [(c.is_more, c.price, c.con_id, c.exchange, c.conjunction) for c in order.conditions] == [
+        (False, D("49.00"), TQQQ.con_id, "SMART", "a")
+    ]
+    assert (order.conditions_ignore_rth, order.conditions_cancel_order, order.triggered) == (True, False, False)
+    assert order.expires_ns == et(2025, 6, 2, 16, 0)
+    eng.on_print(D("48.90"), 100, MONDAY_10 + 4)  # meets the condition
+    [filled] = [e for e in eng.on_print(D("50.01"), 100, MONDAY_10 + 5) if isinstance(e, OrderFilled)]
+    ex = filled.execution
+    assert (
+        ex.exec_id, ex.perm_id, ex.client_id, ex.order_id, ex.account, ex.con_id, ex.side, ex.shares, ex.price,
+        ex.cum_qty, ex.avg_price, ex.ts_ns, ex.order_ref, ex.commission, ex.realized_pnl, ex.exchange, ex.liquidity,
+    ) == (
+        "00000001.00001234.01.01", order.perm_id, 18, 7, "DU1234567", TQQQ.con_id, "SLD", 12, D("50.01"), 12,
+        D("50.01"), MONDAY_10 + 5, "ref7", D("1.00"), None, "ISLAND", 1,
+    )
+    eng.place(18, ticket(8, "BUY", "50.02", qty=2), MONDAY_10 + 6)  # marketable: takes liquidity on arrival
+    assert eng.executions[-1].liquidity == 2 and eng.executions[-1].side == "BOT"
