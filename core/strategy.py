@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
 from typing import TypeVar
+
+import msgspec
 
 from core.intent import IntentKey, NotAnIntentKey, Side, parse, slot_of
 from core.ledger import next_buy_attempt
@@ -122,9 +124,12 @@ class Market:
     level0_not_before_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one decision: the desired set, the commands that reach it, and why anything was held back."""
+class Decision(msgspec.Struct, frozen=True):
+    """The outcome of one decision: the desired set, the commands that reach it, and why anything was held back.
+
+    A frozen msgspec Struct, not a frozen dataclass (whose __init__ sets each field through object.__setattr__): one
+    is made at every decision. It is never encoded.
+    """
 
     desired: Mapping[str, PlaceOrder]
     commands: tuple[Command, ...]
@@ -134,7 +139,7 @@ class Decision:
     level0_blocked: str | None = None
     # Desired orders not placed in this decision (their slot is still taken, or the side's budget is full).
     held_back: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- the live set
@@ -277,11 +282,9 @@ def _level0_order(state: GridState, market: Market, config: StrategyConfig) -> P
 def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[str, PlaceOrder]:
     if state.anchor_price is None:
         return {}  # lots without an anchor (adopted ones): no trigger can be computed; reconciliation halts this
-    # The queue follows from the deepest held level the map has alone (max(held) + 1 onwards): that one level is
-    # handed on, not a list of every lot's level checked again.
+    # The queue follows from the deepest held level the map has alone (max(held) + 1 onwards).
     deepest = config.lot_map.deepest_of(map(_LEVEL, state.lots))
-    held = () if deepest is None else (deepest,)
-    levels = buy_queue(held, len(config.lot_map), config.queued_levels)
+    levels = _queue_levels(deepest, len(config.lot_map), config.queued_levels)
     if not levels:
         return {}
     orders: dict[str, PlaceOrder] = {}
@@ -300,6 +303,13 @@ def _queued_buys(state: GridState, config: StrategyConfig, now_ns: int) -> dict[
             conditions_ignore_rth=True,
         )
     return orders
+
+
+# The queue's levels below the deepest held one (buy_queue of that one level): every decision of a cycle asks with the
+# same few numbers, so they are remembered (typed: buy_queue refuses a queued_levels like True that only equals 1).
+@lru_cache(maxsize=256, typed=True)
+def _queue_levels(deepest: int | None, lot_levels: int, queued: int) -> tuple[int, ...]:
+    return buy_queue(() if deepest is None else (deepest,), lot_levels, queued)
 
 
 # The queue's levels are all below a held one (>= 1), so their triggers are cent prices that follow from the anchor's
