@@ -213,11 +213,28 @@ class Overdue:
 
 @dataclass(slots=True)
 class IntentTable:
-    """Every order the executor knows, by intent key (the current order of each key) and by IB's ids."""
+    """Every order the executor knows, by intent key (the current order of each key) and by IB's ids.
+
+    ``_by_key`` keeps every key ever placed (its final records answer repeats as duplicates), so it grows with the
+    history: the live executor's after months, a backtest's after tens of thousands of orders. The questions asked
+    at every command and every monitor pass (the live orders, a slot's holder, a side's count, the overdue ones)
+    look at ``_live`` instead, which holds the grid records that are live, so they cost O(live orders).
+    """
 
     limits: Limits
     _by_key: dict[str, OrderRecord] = field(default_factory=dict)
     _foreign: dict[tuple[int, int, int], OrderRecord] = field(default_factory=dict)
+    # The grid records that may be live, by key: every live record of ``_by_key`` is here (each entry is its key's
+    # current record), kept so by :meth:`_enter`, :meth:`_withdraw` and :meth:`_track` wherever the table enters,
+    # replaces, forgets or updates a record. A record's status changed from outside the table (only ever to a
+    # final one) may leave it here a while, so the queries still check ``live``.
+    _live: dict[str, OrderRecord] = field(default_factory=dict)
+    # Each key's place in ``_by_key``'s order (a key keeps its place when its record is replaced, as in a dict; a
+    # key withdrawn and entered again goes to the end): the queries answer in that order, as a scan of
+    # ``_by_key`` did, so which of two live records of one slot is "the holder", and the order of the cancels of
+    # a CancelAll or of the overdue orders, stay as they were.
+    _place: dict[str, int] = field(default_factory=dict)
+    _next_place: int = 0
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -229,19 +246,19 @@ class IntentTable:
         return [*self._by_key.values(), *self._foreign.values()]
 
     def live_grid(self) -> list[OrderRecord]:
-        return [r for r in self._by_key.values() if r.live and r.grid]
+        live = [r for r in self._live.values() if r.live and r.grid]
+        live.sort(key=self._place_of)
+        return live
 
     def live_foreign(self) -> list[OrderRecord]:
         return [r for r in self._foreign.values() if r.live]
 
     def live_in_slot(self, slot: Slot) -> OrderRecord | None:
-        for record in self._by_key.values():
-            if record.live and record.slot == slot:
-                return record
-        return None
+        holders = [r for r in self._live.values() if r.live and r.slot == slot]
+        return min(holders, key=self._place_of) if holders else None
 
     def count_live(self, side: Side) -> int:
-        return sum(1 for r in self.live_grid() if r.slot is not None and r.slot[2] is side)
+        return sum(1 for r in self._live.values() if r.live and r.slot is not None and r.slot[2] is side)
 
     def find(self, order_ref: str, client_id: int, order_id: int, perm_id: int) -> OrderRecord | None:
         """The record an IB message is about: by orderRef for grid orders, else by IB's ids among foreign ones."""
@@ -296,7 +313,7 @@ class IntentTable:
             created_ns=now_ns,
             placed_by_us=True,
         )
-        self._by_key[cmd.key] = record
+        self._enter(record)
         return Submit(record)
 
     def decide_close(self, cmd: ClosePosition, gate: Gate, position: int, now_ns: int) -> PlaceDecision:
@@ -362,7 +379,7 @@ class IntentTable:
         if record.status != QUEUED:
             return
         if self._by_key.get(record.key) is record:
-            del self._by_key[record.key]
+            self._withdraw(record.key)
         for ident, candidate in list(self._foreign.items()):
             if candidate is record:
                 del self._foreign[ident]
@@ -372,6 +389,8 @@ class IntentTable:
         record.client_id = client_id
         record.status = "PendingSubmit"
         record.sent_ns = now_ns
+        if self._by_key.get(record.key) is record:
+            self._track(record)
 
     # ------------------------------------------------------------------------------------------ IB's answers
 
@@ -390,6 +409,8 @@ class IntentTable:
         was_acked = record.acknowledged
         before = (record.status, record.filled, record.avg_fill_price)
         _update(record, info)
+        if record.grid:
+            self._track(record)  # _record_for returns a grid record only as its key's current one
         events: list[Message] = []
         accepted = record.live and not was_acked and record.acknowledged
         if accepted:
@@ -488,7 +509,7 @@ class IntentTable:
         if record is not None and not _replaced_by(record, info):
             return record if _same_order(record, info.client_id, info.order_id, info.perm_id) else None
         fresh = _new_record(info, intent.slot, now_ns)
-        self._by_key[info.key] = fresh
+        self._enter(fresh)
         return fresh
 
     # ------------------------------------------------------------------------------------------ resync
@@ -510,10 +531,10 @@ class IntentTable:
             record = self.find(info.key, info.client_id, info.order_id, info.perm_id)
             if record is not None:
                 seen.add(id(record))
-        for key, record in list(self._by_key.items()):
+        for key, record in list(self._live.items()):
             # A QUEUED record is still waiting in the submission queue (a resync without a disconnect).
             if id(record) not in seen and record.live and record.status != QUEUED:
-                del self._by_key[key]
+                self._withdraw(key)
         for ident, record in list(self._foreign.items()):
             if id(record) not in seen and record.status != QUEUED:
                 del self._foreign[ident]
@@ -529,7 +550,7 @@ class IntentTable:
         """Orders to cancel: handed to IB and not acknowledged in time, or immediate and not final in time."""
         found: list[Overdue] = []
         ours = [r for r in self._foreign.values() if r.placed_by_us]
-        for record in [*self._by_key.values(), *ours]:
+        for record in [*self.live_grid(), *ours]:
             if not record.live or record.status == QUEUED or record.cancel_sent_ns or record.cancel_reason:
                 continue
             age = now_ns - record.sent_ns
@@ -538,6 +559,33 @@ class IntentTable:
             elif not record.acknowledged and age >= ack_timeout_ns:
                 found.append(Overdue(record, OverdueKind.NOT_ACKNOWLEDGED))
         return found
+
+    # ------------------------------------------------------------------------------------------ the live index
+
+    def _enter(self, record: OrderRecord) -> None:
+        """Make ``record`` its key's current record (a new key goes to the end of the table's order)."""
+        key = record.key
+        if key not in self._by_key:
+            self._place[key] = self._next_place
+            self._next_place += 1
+        self._by_key[key] = record
+        self._track(record)
+
+    def _withdraw(self, key: str) -> None:
+        """Forget ``key`` and its record."""
+        del self._by_key[key]
+        del self._place[key]
+        self._live.pop(key, None)
+
+    def _track(self, record: OrderRecord) -> None:
+        """Index ``record``, its key's current record, as live or not after its status may have changed."""
+        if record.live:
+            self._live[record.key] = record
+        else:
+            self._live.pop(record.key, None)
+
+    def _place_of(self, record: OrderRecord) -> int:
+        return self._place[record.key]
 
 
 def _replaced_by(record: OrderRecord, info: OpenOrderInfo) -> bool:
