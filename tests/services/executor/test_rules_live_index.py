@@ -207,6 +207,17 @@ class LiveIndexMachine(RuleBasedStateMachine):
             now = self.now + later * SEC
             assert same_overdue(t.overdue(now, ACK_TIMEOUT, IMMEDIATE_TIMEOUT), scan_overdue(t, now))
 
+    @invariant()
+    def the_indexes_hold_no_more_than_they_need(self) -> None:
+        # White-box: nothing here changes a status behind the table's back, so the indexes are exact (a stale entry
+        # would not change an answer, only make the queries look at more than the live orders).
+        t = self.table
+        live = scan_live_grid(t)
+        assert {id(r) for r in t._live.values()} == {id(r) for r in live}
+        assert {id(r) for r in t._watched.values()} == {
+            id(r) for r in live if r.immediate or not r.acknowledged
+        }
+
 
 LiveIndexMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestLiveIndex = LiveIndexMachine.TestCase
