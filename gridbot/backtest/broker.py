@@ -363,30 +363,33 @@ def _ticket(order_id: int, cmd: PlaceOrder) -> OrderTicket:
     conditions: tuple[ConditionSpec, ...] = ()
     if cmd.condition is not None:
         conditions = (_price_condition(cmd.condition.is_more, cmd.condition.price, cmd.condition.trigger_method),)
+    # Positional, in OrderTicket's field order (sim/broker/requests.py; tests/backtest/test_broker.py checks each
+    # field by name): a frozen dataclass of 25 fields is dear to build, and keyword arguments add a quarter to it,
+    # for every one of the backtest's orders.
     return OrderTicket(
-        order_id=order_id,
-        contract=_CONTRACT,
-        action=cmd.side,
-        total_quantity=Decimal(cmd.quantity),
-        order_type="LMT",
-        lmt_price=cmd.limit,
-        aux_price=None,
-        tif=cmd.tif,
-        oca_group="",
-        account="",
-        open_close="",
-        origin=0,
-        order_ref=cmd.key,
-        transmit=True,
-        parent_id=0,
-        outside_rth=cmd.outside_rth,
-        hidden=False,
-        good_after_time="",
-        good_till_date="",
-        what_if=False,
-        algo_strategy="",
-        conditions=conditions,
-        conditions_ignore_rth=cmd.conditions_ignore_rth,
+        order_id,
+        _CONTRACT,  # contract
+        cmd.side,  # action
+        Decimal(cmd.quantity),  # total_quantity
+        "LMT",  # order_type
+        cmd.limit,  # lmt_price
+        None,  # aux_price
+        cmd.tif,  # tif
+        "",  # oca_group
+        "",  # account
+        "",  # open_close
+        0,  # origin
+        cmd.key,  # order_ref
+        True,  # transmit
+        0,  # parent_id
+        cmd.outside_rth,  # outside_rth
+        False,  # hidden
+        "",  # good_after_time
+        "",  # good_till_date
+        False,  # what_if
+        "",  # algo_strategy
+        conditions,  # conditions
+        cmd.conditions_ignore_rth,  # conditions_ignore_rth
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gridbot.backtest.broker import IMMEDIATE_TIMEOUT_REASON, Limits, SimulatedBroker
+from gridbot.backtest.broker import IMMEDIATE_TIMEOUT_REASON, Limits, SimulatedBroker, _ticket
 from proto.messages import (
     CancelOrder,
     CommissionReported,
@@ -185,3 +185,20 @@ def test_the_executors_table_holds_what_the_engine_holds() -> None:
     assert set(live) == {sell.key}
     filled = {key for key in (LEVEL0.key, LEVEL1.key) if (r := broker.table.get(key)) and r.status == "Filled"}
     assert filled == {LEVEL0.key, LEVEL1.key}
+
+
+def test_the_ticket_is_the_order_the_executors_ib_api_builds() -> None:
+    # services/executor/ib_api.py: a LMT order with the key in orderRef, the PriceCondition on TQQQ's conId at SMART.
+    ticket = _ticket(7, LEVEL1)
+    assert (ticket.order_id, ticket.action, ticket.total_quantity, ticket.order_type) == (7, "BUY", D(88), "LMT")
+    assert (ticket.lmt_price, ticket.aux_price, ticket.tif, ticket.order_ref) == (D("99.00"), None, "GTC", LEVEL1.key)
+    assert (ticket.outside_rth, ticket.conditions_ignore_rth, ticket.conditions_cancel_order) == (True, True, False)
+    assert (ticket.transmit, ticket.parent_id, ticket.hidden, ticket.what_if, ticket.origin) == (True, 0, False, False, 0)
+    assert (ticket.oca_group, ticket.account, ticket.open_close, ticket.algo_strategy) == ("", "", "", "")
+    assert (ticket.good_after_time, ticket.good_till_date, ticket.sec_type_is_bag) == ("", "", False)
+    assert (ticket.contract.symbol, ticket.contract.sec_type, ticket.contract.exchange) == ("TQQQ", "STK", "SMART")
+    (condition,) = ticket.conditions
+    assert (condition.cond_type, condition.conjunction, condition.is_more, condition.price) == (1, "a", False, D("99.00"))
+    assert (condition.con_id, condition.exchange) == (ticket.contract.con_id, "SMART")
+    assert LEVEL1.condition is not None and condition.trigger_method == LEVEL1.condition.trigger_method
+    assert _ticket(8, LEVEL0).conditions == () and _ticket(8, LEVEL0).tif == "DAY"
