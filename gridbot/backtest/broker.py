@@ -1,19 +1,32 @@
-"""The broker side of a backtest: the paper broker's own engine, behind the executor's rules and events. In-process.
+"""The broker side of a backtest: the paper broker's engine behind the executor's own rules. In-process.
 
 The orders are matched by :class:`sim.broker.engine.Engine`, the very engine the simulated exchange runs (its
 triggers, ``outsideRth`` and session rules, DAY expiry, IB's 20-per-side cap, the commissions, all through
-``core.matching`` and ``core.sessions``). What the executor does between the strategy and IB is mirrored here:
+``core.matching`` and ``core.sessions``). Between the strategy and the engine stands the executor's pure core,
+``services/executor/rules.py``, used as the executor service uses it (``commands.py``, ``events.py``,
+``monitor.py``); every decision is the executor's, none is re-implemented here:
 
-- a PlaceOrder for a key that is live or already filled is a duplicate (nothing is placed); a slot that holds a
-  live order, or a side at its cap (``broker.max_live_buys`` / ``strategy.max_live_sells``) refuses it;
-- an immediate order (Level 0) not final within ``broker.immediate_order_timeout`` is cancelled;
-- the broker's reports become the executor's ``proto`` events, in the order the executor publishes them
-  (docs/executor.md, "Events"): ``OrderAccepted`` at the first acknowledgement, ``OrderStatusChanged`` for a later
-  status or fill count, one ``OrderFilled`` per execution followed by its ``CommissionReported``,
-  ``OrderCancelled`` (with the executor's own reason when it asked), ``OrderRejected``.
+- a PlaceOrder goes to :meth:`IntentTable.decide_place`: a key that is live or already filled is a duplicate (nothing
+  is placed); a slot that holds a live order, or a side at its cap (``broker.max_live_buys`` /
+  ``strategy.max_live_sells``) refuses it; a Submit is marked sent and placed on the engine as the order
+  ``services/executor/ib_api.py`` builds;
+- the engine's report of an order, as the client library's ``Trade`` would carry it (an ``OpenOrderInfo``), goes to
+  :meth:`IntentTable.apply`, which says what is news: ``OrderAccepted`` at the acknowledgement,
+  ``OrderStatusChanged`` for a later status or fill count, ``OrderCancelled`` (with the executor's own reason when
+  it asked), ``OrderRejected``;
+- an execution goes through :meth:`ExecLedger.record` and is published as ``events.py`` publishes it:
+  ``OrderFilled``, then the order's status, then its ``CommissionReported`` (once per execId), the order in which
+  the paper broker sends them (``sim/broker/server.py``);
+- a cancel sets the record's ``cancel_reason`` before it is sent (``commands.py``, ``monitor.py``); an error about
+  an order is noted (:meth:`IntentTable.note_error`) before the client library's Cancelled status is applied, which
+  makes it an ``OrderRejected``; the 202 that follows a cancellation's Cancelled status changes no event and is not
+  replayed;
+- an immediate order (Level 0) is cancelled at the deadline :meth:`IntentTable.overdue` gives it
+  (``broker.immediate_order_timeout``), as the executor's monitor cancels it.
 
 Without sockets there is no latency: an order is acknowledged, and if marketable filled against the last print, at
-the instant it is placed; a cancel is confirmed at once.
+the instant it is placed; a cancel is confirmed at once. So the acknowledgement timeout (``broker.ack_timeout``)
+never passes and is not modelled.
 """
 
 from __future__ import annotations
@@ -21,27 +34,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
+
+import msgspec
 
 from core import sessions
-from core.intent import parse
 from gridbot.backtest.paths import Watch
 from proto.messages import (
     CancelOrder,
     CommissionReported,
+    ExecutionInfo,
     Message,
-    OrderAccepted,
-    OrderCancelled,
+    OpenOrderInfo,
     OrderFilled,
-    OrderRejected,
-    OrderStatusChanged,
     PlaceOrder,
 )
+from services.executor.rules import (
+    Duplicate,
+    ExecLedger,
+    Gate,
+    IntentTable,
+    OrderRecord,
+    Overdue,
+    Refuse,
+    intent_of,
+)
+from services.executor.rules import Limits as ExecutorLimits
 from sim.broker import contracts
 from sim.broker.account import Account
 from sim.broker.engine import Engine
 from sim.broker.orders import (
     PRE_SUBMITTED,
     BrokerOrder,
+    Execution,
 )
 from sim.broker.orders import (
     OrderAcknowledged as EngineAcknowledged,
@@ -58,8 +83,20 @@ from sim.broker.orders import (
 from sim.broker.requests import ConditionSpec, ContractRef, OrderTicket
 
 CLIENT_ID = 17
+SYMBOL = contracts.TQQQ.symbol
 ACCOUNT_ID = "DU0BACKTEST"
+# The reason the executor's monitor gives an immediate order's cancel (rules.Overdue.reason).
 IMMEDIATE_TIMEOUT_REASON = "immediate order not final within broker.immediate_order_timeout"
+# In-process the broker is always connected and the intent table always in sync with it.
+CONNECTED = Gate(connected=True, synced=True)
+# An acknowledgement timeout no order reaches: every order is acknowledged (or rejected) the instant it is placed.
+NO_ACK_TIMEOUT = 2**63
+# Asking the monitor's rule at a time no backtest reaches names every order that will be overdue unless it ends
+# first: the next deadline is the earliest of theirs.
+END_OF_TIME = 2**62
+# An order's average fill price in its status events: to 1/100 of a cent.
+AVG_PLACES = Decimal("0.0001")
+ZERO = Decimal(0)
 _CONTRACT = ContractRef(
     contracts.TQQQ.con_id, contracts.TQQQ.symbol, "STK", "", "0", "", "", "SMART", "NASDAQ", "USD", "", ""
 )
@@ -72,18 +109,6 @@ class Limits:
     max_live_buys: int = 4
     max_live_sells: int = 18
     immediate_timeout_ns: int = 120 * 1_000_000_000
-
-
-@dataclass(slots=True)
-class _Known:
-    """What the executor has published about one order (to tell a first acknowledgement from a change)."""
-
-    key: str
-    accepted: bool = False
-    status: str = ""
-    filled: int = 0
-    final: bool = False
-    cancel_reason: str = ""
 
 
 @dataclass
@@ -104,12 +129,12 @@ class SimulatedBroker:
         # epoch 0: execIds and permIds are the same in every run of the same data.
         self.engine = Engine(Account(ACCOUNT_ID, cash), epoch_s=0, partial_fills=partial_fills)
         self.counters = Counters()
+        # The executor's own state: its intent table (every order, the rules) and its execution ledger.
+        self.table = IntentTable(
+            ExecutorLimits(SYMBOL, limits.max_live_buys, limits.max_live_sells)
+        )
+        self.ledger = ExecLedger()
         self._next_order_id = 1
-        self._known: dict[int, _Known] = {}
-        self._by_order_id: dict[int, str] = {}
-        # Keys that filled (even partly): never placed again (the executor answers them as duplicates).
-        self._filled_keys: set[str] = set()
-        self._deadlines: dict[int, int] = {}
 
     # ------------------------------------------------------------------------------------------ commands
 
@@ -117,55 +142,43 @@ class SimulatedBroker:
         """Carry out one of the strategy's commands as the executor would; return the events it caused."""
         if isinstance(cmd, PlaceOrder):
             return self._place(cmd, now_ns)
-        return self._cancel(cmd.key, cmd.reason or "cancelled by the strategy", now_ns)
+        record = self.table.get(cmd.key)
+        if record is None or not record.live or record.cancel_reason:
+            # No live order for the key (the executor rejects the command), or its cancel was already asked.
+            return []
+        return self._cancel(record, cmd.reason or "CancelOrder", now_ns)
 
     def _place(self, cmd: PlaceOrder, now_ns: int) -> list[Message]:
-        if cmd.key in self._filled_keys:
+        decision = self.table.decide_place(cmd, CONNECTED, now_ns)
+        if isinstance(decision, Duplicate):
             self.counters.duplicates += 1
             return []
-        slot = parse(cmd.key).slot
-        same_side = 0
-        for order in self.engine.live.values():
-            if order.order_ref == cmd.key:
-                self.counters.duplicates += 1
-                return []
-            if order.action == cmd.side and _is_grid(order.order_ref):
-                same_side += 1
-                if parse(order.order_ref).slot == slot:
-                    return self._refuse(f"{cmd.key!r}: its slot already has a live order")
-        cap = self.limits.max_live_buys if cmd.side == "BUY" else self.limits.max_live_sells
-        if same_side >= cap:
-            return self._refuse(f"{cmd.key!r}: {same_side} live grid {cmd.side}s already (cap {cap})")
+        if isinstance(decision, Refuse):
+            self.counters.refused += 1
+            if len(self.counters.refusals) < 20:
+                self.counters.refusals.append(f"{cmd.key!r}: {decision.reason}")
+            return []
         order_id = self._next_order_id
         self._next_order_id += 1
-        self._by_order_id[order_id] = cmd.key
+        self.table.mark_sent(decision.record, order_id, CLIENT_ID, now_ns)
         self.counters.placed += 1
-        events = self._convert(self.engine.place(CLIENT_ID, _ticket(order_id, cmd), now_ns), now_ns)
-        if cmd.immediate:
-            perm = self.engine.by_client.get((CLIENT_ID, order_id))
-            if perm is not None and perm in self.engine.live:
-                self._deadlines[perm] = now_ns + self.limits.immediate_timeout_ns
-        return events
+        return self._convert(self.engine.place(CLIENT_ID, _ticket(order_id, cmd), now_ns), now_ns)
 
-    def _refuse(self, why: str) -> list[Message]:
-        self.counters.refused += 1
-        if len(self.counters.refusals) < 20:
-            self.counters.refusals.append(why)
-        return []
-
-    def _cancel(self, key: str, reason: str, now_ns: int) -> list[Message]:
-        order = next((o for o in self.engine.live.values() if o.order_ref == key), None)
-        if order is None:
-            return []
-        self._known[order.perm_id].cancel_reason = reason
+    def _cancel(self, record: OrderRecord, reason: str, now_ns: int) -> list[Message]:
+        # The reason first, as the executor's command handler and monitor set it: the cancellation carries it.
+        record.cancel_reason = reason
+        record.cancel_sent_ns = now_ns
         self.counters.cancelled += 1
-        return self._convert(self.engine.cancel(CLIENT_ID, order.order_id, now_ns), now_ns)
+        return self._convert(self.engine.cancel(CLIENT_ID, record.order_id, now_ns), now_ns)
 
     def cancel_all(self, reason: str, now_ns: int) -> list[Message]:
-        """Cancel every live order (a split: IB cancels open orders on a corporate action)."""
+        """Cancel every live order, in the order they were placed (a split: IB cancels open orders on a corporate
+        action)."""
         events: list[Message] = []
         for order in list(self.engine.live.values()):
-            events += self._cancel(order.order_ref, reason, now_ns)
+            record = self.table.get(order.order_ref)
+            if record is not None and record.live and not record.cancel_reason:
+                events += self._cancel(record, reason, now_ns)
         return events
 
     # ------------------------------------------------------------------------------------------ the market
@@ -179,16 +192,24 @@ class SimulatedBroker:
         DAY expiries and session opens up to it). The engine's time up to ``now_ns`` itself moves with the print
         (``on_print``) or :meth:`advance`."""
         events: list[Message] = []
-        for perm, deadline in sorted(self._deadlines.items(), key=lambda item: item[1]):
-            if deadline > now_ns:
-                break
-            del self._deadlines[perm]
+        while due := self._overdue(now_ns):
+            # The earliest deadline first; what the engine did up to it may have ended the order: the rule looks
+            # again at that time.
+            deadline = min(overdue.record.sent_ns + self.limits.immediate_timeout_ns for overdue in due)
             events += self._convert(self.engine.advance(deadline), deadline)
-            order = self.engine.live.get(perm)
-            if order is not None:
+            for overdue in self._overdue(deadline):
                 self.counters.timed_out += 1
-                events += self._cancel(order.order_ref, IMMEDIATE_TIMEOUT_REASON, deadline)
+                events += self._cancel(overdue.record, overdue.reason, deadline)
         return events
+
+    def _overdue(self, now_ns: int) -> list[Overdue]:
+        return self.table.overdue(now_ns, NO_ACK_TIMEOUT, self.limits.immediate_timeout_ns)
+
+    def _next_deadline(self) -> int | None:
+        """When the executor's monitor next finds an immediate order overdue, unless it ends before."""
+        return min(
+            (o.record.sent_ns + self.limits.immediate_timeout_ns for o in self._overdue(END_OF_TIME)), default=None
+        )
 
     def advance(self, now_ns: int) -> list[Message]:
         """Let time act up to ``now_ns`` without a print: timeouts, DAY expiries, session opens."""
@@ -198,140 +219,97 @@ class SimulatedBroker:
         """The prices and the time at which the broker or the executor next has something to do."""
         buy_at: Decimal | None = None
         sell_at: Decimal | None = None
-        due: list[int] = [d for perm, d in self._deadlines.items() if perm in self.engine.live]
+        deadline = self._next_deadline()
+        due: list[int] = [] if deadline is None else [deadline]
         every = False
+        # The highest price a BUY waits for and the lowest a SELL waits for (a limit, or a condition's trigger).
         for order in self.engine.live.values():
             if order.expires_ns is not None:
                 due.append(order.expires_ns)
             if order.triggered:
                 if order.status == PRE_SUBMITTED:
                     due.append(next_session_change(now_ns))
-                if order.limit is None:
+                limit = order.limit
+                if limit is None:
                     every = True  # a market order takes the next print
                 elif order.action == "BUY":
-                    buy_at = order.limit if buy_at is None else max(buy_at, order.limit)
-                else:
-                    sell_at = order.limit if sell_at is None else min(sell_at, order.limit)
+                    if buy_at is None or limit > buy_at:
+                        buy_at = limit
+                elif sell_at is None or limit < sell_at:
+                    sell_at = limit
                 continue
             for cond in order.conditions:
+                price = cond.price
                 if cond.is_more:
-                    sell_at = cond.price if sell_at is None else min(sell_at, cond.price)
-                else:
-                    buy_at = cond.price if buy_at is None else max(buy_at, cond.price)
+                    if sell_at is None or price < sell_at:
+                        sell_at = price
+                elif buy_at is None or price > buy_at:
+                    buy_at = price
         return Watch(buy_at=buy_at, sell_at=sell_at, due_ns=min(due) if due else None, every=every)
 
     # ------------------------------------------------------------------------------------------ events
 
-    def _convert(self, events: Iterable[object], now_ns: int) -> list[Message]:
+    def _convert(self, reports: Iterable[object], now_ns: int) -> list[Message]:
+        """The executor's events for the engine's reports (``now_ns`` stamps them)."""
         out: list[Message] = []
-        for event in events:
-            match event:
-                case EngineAcknowledged(order=order):
-                    out += self._on_status(order, now_ns)
-                case EngineFilled(order=order, execution=ex):
-                    key = order.order_ref
-                    self._filled_keys.add(key)
-                    out.append(
-                        OrderFilled(
-                            ts_ns=now_ns,
-                            key=key,
-                            exec_id=ex.exec_id,
-                            order_id=ex.order_id,
-                            perm_id=ex.perm_id,
-                            side="BUY" if order.action == "BUY" else "SELL",
-                            shares=ex.shares,
-                            price=ex.price,
-                            cum_qty=ex.cum_qty,
-                            avg_price=ex.avg_price,
-                            exec_ts_ns=ex.ts_ns,
-                            order_quantity=order.quantity,
-                        )
-                    )
-                    out += self._on_status(order, now_ns)
-                    out.append(
-                        CommissionReported(
-                            ts_ns=now_ns,
-                            exec_id=ex.exec_id,
-                            key=key,
-                            commission=ex.commission,
-                            realized_pnl=ex.realized_pnl,
-                        )
-                    )
-                case EngineCancelled(order=order, reason=reason):
-                    known = self._known_of(order)
-                    if known.final:
-                        continue
-                    known.final = True
-                    known.status = order.status
-                    self._deadlines.pop(order.perm_id, None)
-                    out.append(
-                        OrderCancelled(
-                            ts_ns=now_ns,
-                            key=order.order_ref,
-                            order_id=order.order_id,
-                            perm_id=order.perm_id,
-                            filled=order.filled,
-                            reason=known.cancel_reason or f"IB 202: Order Canceled - reason:{reason}",
-                            avg_fill_price=_avg(order),
-                        )
-                    )
+        for report in reports:
+            match report:
+                case EngineAcknowledged(order=order) | EngineCancelled(order=order):
+                    out += self.table.apply(_order_info(order), now_ns, now_ns)
+                case EngineFilled(order=order, execution=execution):
+                    out += self._on_execution(order, execution, now_ns)
                 case EngineRejected(order_id=order_id, code=code, text=text):
-                    out.append(
-                        OrderRejected(
-                            ts_ns=now_ns, key=self._by_order_id.get(order_id, ""), order_id=order_id,
-                            code=code, text=text,
-                        )
-                    )
+                    out += self._on_rejection(order_id, code, text, now_ns)
                 case _:
-                    pass  # warnings (399), client errors, portfolio updates: logged by the executor, no event
+                    pass  # warnings (399), client errors, portfolio updates: the executor logs them, no event
         return out
 
-    def _known_of(self, order: BrokerOrder) -> _Known:
-        known = self._known.get(order.perm_id)
-        if known is None:
-            known = self._known[order.perm_id] = _Known(order.order_ref)
-        return known
+    def _on_execution(self, order: BrokerOrder, execution: Execution, now_ns: int) -> list[Message]:
+        """An execution, then the order's status, then the commission report (events.py's publish_fill,
+        on_trade, on_commission)."""
+        entered = self.ledger.record(_execution_info(execution))
+        if entered is None:
+            return []  # published before
+        key = entered.key if intent_of(entered.key) is not None else ""
+        out: list[Message] = [
+            OrderFilled(
+                ts_ns=now_ns,
+                key=key,
+                exec_id=entered.exec_id,
+                order_id=entered.order_id,
+                perm_id=entered.perm_id,
+                side=entered.side,
+                shares=entered.shares,
+                price=entered.price,
+                cum_qty=entered.cum_qty,
+                avg_price=entered.avg_price,
+                exec_ts_ns=entered.exec_ts_ns,
+                order_quantity=order.quantity,
+                commission=entered.commission,
+            )
+        ]
+        out += self.table.apply(_order_info(order), now_ns, now_ns)
+        if self.ledger.commission_is_new(execution.exec_id):
+            out.append(
+                CommissionReported(
+                    ts_ns=now_ns,
+                    exec_id=execution.exec_id,
+                    key=key,
+                    commission=execution.commission,
+                    # IB reports no realized P&L (unset, read as 0) for an execution that only opened a position.
+                    realized_pnl=execution.realized_pnl or None,
+                )
+            )
+        return out
 
-    def _on_status(self, order: BrokerOrder, now_ns: int) -> list[Message]:
-        known = self._known_of(order)
-        if known.final:
+    def _on_rejection(self, order_id: int, code: int, text: str, now_ns: int) -> list[Message]:
+        """IB's error about a new order: noted, then the client library marks the order Cancelled and reports it
+        (ib_insync's and ib_async's error handlers), which the table makes an ``OrderRejected``."""
+        record = self.table.note_error(CLIENT_ID, order_id, code, text)
+        if record is None:
             return []
-        out: list[Message] = []
-        first = not known.accepted
-        if first:
-            known.accepted = True
-            out.append(
-                OrderAccepted(
-                    ts_ns=now_ns,
-                    key=order.order_ref,
-                    order_id=order.order_id,
-                    perm_id=order.perm_id,
-                    side="BUY" if order.action == "BUY" else "SELL",
-                    quantity=order.quantity,
-                    limit=order.limit if order.limit is not None else Decimal(0),
-                    status=order.status,
-                    client_id=CLIENT_ID,
-                )
-            )
-        changed = (order.status, order.filled) != (known.status, known.filled)
-        known.status, known.filled = order.status, order.filled
-        if order.done:
-            known.final = True
-            self._deadlines.pop(order.perm_id, None)
-        if changed and not (first and order.filled == 0):
-            out.append(
-                OrderStatusChanged(
-                    ts_ns=now_ns,
-                    key=order.order_ref,
-                    order_id=order.order_id,
-                    perm_id=order.perm_id,
-                    status=order.status,
-                    filled=order.filled,
-                    remaining=max(order.quantity - order.filled, 0),
-                    avg_fill_price=_avg(order),
-                )
-            )
-        return out
+        cancelled = msgspec.structs.replace(record.info(), status="Cancelled")
+        return self.table.apply(cancelled, now_ns, now_ns)
 
     # ------------------------------------------------------------------------------------------ splits
 
@@ -342,53 +320,92 @@ class SimulatedBroker:
         account.avg_cost = account.avg_cost / ratio
 
 
-def _is_grid(ref: str) -> bool:
-    return ref.startswith("tqgrid")
+def _order_info(order: BrokerOrder) -> OpenOrderInfo:
+    """The engine's order as the executor reads IB's report of it (services/executor/convert.order_info)."""
+    return OpenOrderInfo(
+        key=order.order_ref,
+        order_id=order.order_id,
+        perm_id=order.perm_id,
+        client_id=order.client_id,
+        symbol=SYMBOL,
+        side="BUY" if order.action == "BUY" else "SELL",
+        quantity=order.quantity,
+        limit=order.limit if order.limit is not None else ZERO,
+        tif=order.tif,
+        outside_rth=order.outside_rth,
+        status=order.status,
+        filled=order.filled,
+        remaining=order.quantity - order.filled,  # the engine never fills more than the quantity
+        avg_fill_price=order.avg_fill_price.quantize(AVG_PLACES) if order.filled else ZERO,
+        condition_price=order.conditions[0].price if order.conditions else None,
+    )
 
 
-def _avg(order: BrokerOrder) -> Decimal:
-    return order.avg_fill_price.quantize(Decimal("0.0001")) if order.filled else Decimal(0)
+def _execution_info(execution: Execution) -> ExecutionInfo:
+    """The engine's execution as the executor reads IB's (services/executor/convert.execution_info): its commission
+    is not known yet, the commission report comes after it."""
+    return ExecutionInfo(
+        exec_id=execution.exec_id,
+        key=execution.order_ref,
+        order_id=execution.order_id,
+        perm_id=execution.perm_id,
+        side="BUY" if execution.side == "BOT" else "SELL",
+        shares=execution.shares,
+        price=execution.price,
+        cum_qty=execution.cum_qty,
+        avg_price=execution.avg_price,
+        exec_ts_ns=execution.ts_ns,
+    )
 
 
 def _ticket(order_id: int, cmd: PlaceOrder) -> OrderTicket:
     """The placeOrder the executor would send for ``cmd`` (services/executor/ib_api.py builds the same order)."""
     conditions: tuple[ConditionSpec, ...] = ()
     if cmd.condition is not None:
-        conditions = (
-            ConditionSpec(
-                cond_type=1,
-                conjunction="a",
-                is_more=cmd.condition.is_more,
-                price=cmd.condition.price,
-                con_id=contracts.TQQQ.con_id,
-                exchange="SMART",
-                trigger_method=cmd.condition.trigger_method,
-            ),
-        )
+        conditions = (_price_condition(cmd.condition.is_more, cmd.condition.price, cmd.condition.trigger_method),)
+    # Positional, in OrderTicket's field order (sim/broker/requests.py; tests/backtest/test_broker.py checks each
+    # field by name): a frozen dataclass of 25 fields is dear to build, and keyword arguments add a quarter to it,
+    # for every one of the backtest's orders.
     return OrderTicket(
-        order_id=order_id,
-        contract=_CONTRACT,
-        action=cmd.side,
-        total_quantity=Decimal(cmd.quantity),
-        order_type="LMT",
-        lmt_price=cmd.limit,
-        aux_price=None,
-        tif=cmd.tif,
-        oca_group="",
-        account="",
-        open_close="",
-        origin=0,
-        order_ref=cmd.key,
-        transmit=True,
-        parent_id=0,
-        outside_rth=cmd.outside_rth,
-        hidden=False,
-        good_after_time="",
-        good_till_date="",
-        what_if=False,
-        algo_strategy="",
-        conditions=conditions,
-        conditions_ignore_rth=cmd.conditions_ignore_rth,
+        order_id,
+        _CONTRACT,  # contract
+        cmd.side,  # action
+        Decimal(cmd.quantity),  # total_quantity
+        "LMT",  # order_type
+        cmd.limit,  # lmt_price
+        None,  # aux_price
+        cmd.tif,  # tif
+        "",  # oca_group
+        "",  # account
+        "",  # open_close
+        0,  # origin
+        cmd.key,  # order_ref
+        True,  # transmit
+        0,  # parent_id
+        cmd.outside_rth,  # outside_rth
+        False,  # hidden
+        "",  # good_after_time
+        "",  # good_till_date
+        False,  # what_if
+        "",  # algo_strategy
+        conditions,  # conditions
+        cmd.conditions_ignore_rth,  # conditions_ignore_rth
+    )
+
+
+# The grid places its conditional BUYs at a few thousand trigger prices over and over (half of all orders); a
+# ConditionSpec is immutable, so one per distinct condition serves every ticket that has it.
+@lru_cache(maxsize=4096)
+def _price_condition(is_more: bool, price: Decimal, trigger_method: int) -> ConditionSpec:
+    """The PriceCondition on the contract's last price that ib_api.py attaches (conjunction "and", SMART)."""
+    return ConditionSpec(
+        cond_type=1,
+        conjunction="a",
+        is_more=is_more,
+        price=price,
+        con_id=contracts.TQQQ.con_id,
+        exchange="SMART",
+        trigger_method=trigger_method,
     )
 
 

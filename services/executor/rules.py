@@ -53,6 +53,7 @@ LOCAL_PSEUDO_STATUSES = frozenset({"ValidationError"})
 CANCEL_CONFIRMATION = 202
 
 Slot = tuple[int, int, Side]
+CENT = Decimal("0.01")
 
 
 def intent_of(key: str) -> IntentKey | None:
@@ -116,7 +117,7 @@ class OrderRecord:
     @property
     def event_key(self) -> str:
         """The key events carry: the intent key, or "" for a foreign order (proto.messages, order events)."""
-        return self.key if self.grid else ""
+        return self.key if self.slot is not None else ""
 
     def info(self) -> OpenOrderInfo:
         """The record as the snapshot message carries it."""
@@ -213,11 +214,33 @@ class Overdue:
 
 @dataclass(slots=True)
 class IntentTable:
-    """Every order the executor knows, by intent key (the current order of each key) and by IB's ids."""
+    """Every order the executor knows, by intent key (the current order of each key) and by IB's ids.
+
+    ``_by_key`` keeps every key ever placed (its final records answer repeats as duplicates), so it grows with the
+    history: the live executor's after months, a backtest's after tens of thousands of orders. The questions asked
+    at every command and every monitor pass (the live orders, a slot's holder, a side's count, the overdue ones)
+    look at ``_live`` instead, which holds the grid records that are live, so they cost O(live orders), and the
+    monitor's at ``_watched``, the few of those that can come overdue.
+    """
 
     limits: Limits
     _by_key: dict[str, OrderRecord] = field(default_factory=dict)
     _foreign: dict[tuple[int, int, int], OrderRecord] = field(default_factory=dict)
+    # The grid records that may be live, by key: every live record of ``_by_key`` is here (each entry is its key's
+    # current record), kept so by :meth:`_enter`, :meth:`_withdraw` and :meth:`_track` wherever the table enters,
+    # replaces, forgets or updates a record. A record's status changed from outside the table (only ever to a
+    # final one) may leave it here a while, so the queries still check ``live``.
+    _live: dict[str, OrderRecord] = field(default_factory=dict)
+    # The live grid records that can come overdue (immediate, or not yet acknowledged), kept with ``_live``: the
+    # monitor asks at every pass, and most live orders are acknowledged, not immediate orders, and wait for days.
+    _watched: dict[str, OrderRecord] = field(default_factory=dict)
+    # Each key's place in ``_by_key``'s order (a key keeps its place when its record is replaced, as in a dict; a
+    # key withdrawn and entered again goes to the end). ``_live`` is in no particular order (a key placed again
+    # joins it at the end): the answers that depend on the order, the live records' list, which of two live
+    # records of one slot is "the holder", the overdue orders' list, follow ``_place``, as a scan of ``_by_key``
+    # did.
+    _place: dict[str, int] = field(default_factory=dict)
+    _next_place: int = 0
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -229,19 +252,32 @@ class IntentTable:
         return [*self._by_key.values(), *self._foreign.values()]
 
     def live_grid(self) -> list[OrderRecord]:
-        return [r for r in self._by_key.values() if r.live and r.grid]
+        return sorted((r for r in self._live.values() if r.live), key=self._place_of)
 
     def live_foreign(self) -> list[OrderRecord]:
         return [r for r in self._foreign.values() if r.live]
 
     def live_in_slot(self, slot: Slot) -> OrderRecord | None:
-        for record in self._by_key.values():
-            if record.live and record.slot == slot:
-                return record
-        return None
+        return self._live_on_side(slot[2], slot)[1]
 
     def count_live(self, side: Side) -> int:
-        return sum(1 for r in self.live_grid() if r.slot is not None and r.slot[2] is side)
+        return self._live_on_side(side)[0]
+
+    def _live_on_side(self, side: Side, slot: Slot | None = None) -> tuple[int, OrderRecord | None]:
+        """How many live grid orders ``side`` has, and which of them holds ``slot`` (one pass for both questions
+        of a PlaceOrder)."""
+        count = 0
+        holder: OrderRecord | None = None
+        for record in self._live.values():
+            record_slot = record.slot
+            # ``record.live`` spelled out: this loop runs for every PlaceOrder.
+            if record_slot is None or record_slot[2] is not side or record.status not in LIVE_STATUSES:
+                continue
+            count += 1
+            # Two live records of one slot come only from IB's reports (adopted orders): the first placed holds it.
+            if record_slot == slot and (holder is None or self._place_of(record) < self._place_of(holder)):
+                holder = record
+        return count, holder
 
     def find(self, order_ref: str, client_id: int, order_id: int, perm_id: int) -> OrderRecord | None:
         """The record an IB message is about: by orderRef for grid orders, else by IB's ids among foreign ones."""
@@ -270,15 +306,15 @@ class IntentTable:
         problem = self._invalid(cmd, intent)
         if problem is not None:
             return Refuse(problem)
-        holder = self.live_in_slot(intent.slot)
+        slot = intent.slot
+        live, holder = self._live_on_side(intent.side, slot)
         if holder is not None:
-            cycle, level, side = intent.slot
+            cycle, level, side = slot
             return Refuse(
                 f"slot (cycle {cycle}, level {level}, {side}) already has a live order {holder.key!r} "
                 f"(orderId {holder.order_id}, status {holder.status}); cancel it first"
             )
         cap = self.limits.max_live_buys if intent.side is Side.BUY else self.limits.max_live_sells
-        live = self.count_live(intent.side)
         if live >= cap:
             name = "broker.max_live_buys" if intent.side is Side.BUY else "strategy.max_live_sells"
             return Refuse(f"order cap: {live} live grid {intent.side}s already, at most {cap} ({name})")
@@ -287,7 +323,7 @@ class IntentTable:
             side=cmd.side,
             quantity=cmd.quantity,
             limit=cmd.limit,
-            slot=intent.slot,
+            slot=slot,
             symbol=cmd.symbol,
             tif=cmd.tif,
             outside_rth=cmd.outside_rth,
@@ -296,7 +332,7 @@ class IntentTable:
             created_ns=now_ns,
             placed_by_us=True,
         )
-        self._by_key[cmd.key] = record
+        self._enter(record)
         return Submit(record)
 
     def decide_close(self, cmd: ClosePosition, gate: Gate, position: int, now_ns: int) -> PlaceDecision:
@@ -347,7 +383,7 @@ class IntentTable:
     def _invalid(self, cmd: PlaceOrder, intent: IntentKey) -> str | None:
         if cmd.symbol != self.limits.symbol:
             return f"symbol {cmd.symbol!r} is not the grid's symbol {self.limits.symbol!r} (general.symbol)"
-        if cmd.side != intent.side.value:
+        if cmd.side != intent.side:  # a StrEnum: equal to its value
             return f"side {cmd.side} contradicts the key {cmd.key!r}"
         if cmd.quantity <= 0:
             return f"quantity must be a positive number of shares, was {cmd.quantity}"
@@ -362,16 +398,19 @@ class IntentTable:
         if record.status != QUEUED:
             return
         if self._by_key.get(record.key) is record:
-            del self._by_key[record.key]
+            self._withdraw(record.key)
         for ident, candidate in list(self._foreign.items()):
             if candidate is record:
                 del self._foreign[ident]
 
     def mark_sent(self, record: OrderRecord, order_id: int, client_id: int, now_ns: int) -> None:
+        was_live = record.live  # QUEUED: live already, and indexed so
         record.order_id = order_id
         record.client_id = client_id
         record.status = "PendingSubmit"
         record.sent_ns = now_ns
+        if not was_live and self._by_key.get(record.key) is record:
+            self._track(record)
 
     # ------------------------------------------------------------------------------------------ IB's answers
 
@@ -386,12 +425,18 @@ class IntentTable:
         record = self._record_for(info, now_ns)
         if record is None:
             return []
-        was_live = record.live or record.status == ""
+        was_live = record.live
+        # A record just met in IB's reports (no status yet) has not ended before either.
+        may_end = was_live or record.status == ""
         was_acked = record.acknowledged
-        before = (record.status, record.filled, record.avg_fill_price)
+        status, filled, avg_fill_price = record.status, record.filled, record.avg_fill_price
         _update(record, info)
+        live = record.live
+        acknowledged = record.acknowledged
+        if (live is not was_live or acknowledged is not was_acked) and record.grid:
+            self._track(record)  # _record_for returns a grid record only as its key's current one
         events: list[Message] = []
-        accepted = record.live and not was_acked and record.acknowledged
+        accepted = live and not was_acked and acknowledged
         if accepted:
             record.acked_ns = now_ns
             events.append(
@@ -407,10 +452,10 @@ class IntentTable:
                     client_id=record.client_id,
                 )
             )
-        if (record.status, record.filled, record.avg_fill_price) == before:
+        if record.status == status and record.filled == filled and record.avg_fill_price == avg_fill_price:
             return events
         if record.final:
-            if was_live:
+            if may_end:
                 events.append(self._final_event(record, ts_ns))
         elif (accepted and record.filled == 0) or record.status in CLIENT_SIDE_STATUSES:
             # The acceptance says it all; a client-side status says nothing about IB.
@@ -473,6 +518,14 @@ class IntentTable:
         )
 
     def _record_for(self, info: OpenOrderInfo, now_ns: int) -> OrderRecord | None:
+        record = self._by_key.get(info.key)
+        if record is not None:
+            # The key's current record (a key of the table is a grid intent key: it was parsed when entered).
+            if _same_order(record, info.client_id, info.order_id, info.perm_id):
+                return record
+            if not _replaced_by(record, info):
+                return None
+            return self._enter_adopted(info, record.slot, now_ns)
         intent = intent_of(info.key)
         if intent is None:
             ident = (info.client_id, info.order_id, info.perm_id)
@@ -484,11 +537,11 @@ class IntentTable:
                 record = _new_record(info, None, now_ns)
                 self._foreign[ident] = record
             return record
-        record = self._by_key.get(info.key)
-        if record is not None and not _replaced_by(record, info):
-            return record if _same_order(record, info.client_id, info.order_id, info.perm_id) else None
-        fresh = _new_record(info, intent.slot, now_ns)
-        self._by_key[info.key] = fresh
+        return self._enter_adopted(info, intent.slot, now_ns)
+
+    def _enter_adopted(self, info: OpenOrderInfo, slot: Slot | None, now_ns: int) -> OrderRecord:
+        fresh = _new_record(info, slot, now_ns)
+        self._enter(fresh)
         return fresh
 
     # ------------------------------------------------------------------------------------------ resync
@@ -510,10 +563,10 @@ class IntentTable:
             record = self.find(info.key, info.client_id, info.order_id, info.perm_id)
             if record is not None:
                 seen.add(id(record))
-        for key, record in list(self._by_key.items()):
+        for key, record in list(self._live.items()):
             # A QUEUED record is still waiting in the submission queue (a resync without a disconnect).
             if id(record) not in seen and record.live and record.status != QUEUED:
-                del self._by_key[key]
+                self._withdraw(key)
         for ident, record in list(self._foreign.items()):
             if id(record) not in seen and record.status != QUEUED:
                 del self._foreign[ident]
@@ -527,17 +580,66 @@ class IntentTable:
 
     def overdue(self, now_ns: int, ack_timeout_ns: int, immediate_timeout_ns: int) -> list[Overdue]:
         """Orders to cancel: handed to IB and not acknowledged in time, or immediate and not final in time."""
-        found: list[Overdue] = []
+        found = _overdue_among(self._watched.values(), now_ns, ack_timeout_ns, immediate_timeout_ns)
+        if len(found) > 1:
+            found.sort(key=lambda overdue: self._place_of(overdue.record))
         ours = [r for r in self._foreign.values() if r.placed_by_us]
-        for record in [*self._by_key.values(), *ours]:
-            if not record.live or record.status == QUEUED or record.cancel_sent_ns or record.cancel_reason:
-                continue
-            age = now_ns - record.sent_ns
-            if record.immediate and age >= immediate_timeout_ns:
-                found.append(Overdue(record, OverdueKind.IMMEDIATE_NOT_FINAL))
-            elif not record.acknowledged and age >= ack_timeout_ns:
-                found.append(Overdue(record, OverdueKind.NOT_ACKNOWLEDGED))
+        if ours:
+            found += _overdue_among(ours, now_ns, ack_timeout_ns, immediate_timeout_ns)
         return found
+
+    # ------------------------------------------------------------------------------------------ the live index
+
+    def _enter(self, record: OrderRecord) -> None:
+        """Make ``record`` its key's current record (a new key goes to the end of the table's order)."""
+        key = record.key
+        if key not in self._by_key:
+            self._place[key] = self._next_place
+            self._next_place += 1
+        self._by_key[key] = record
+        self._track(record)
+
+    def _withdraw(self, key: str) -> None:
+        """Forget ``key`` and its record."""
+        del self._by_key[key]
+        del self._place[key]
+        self._live.pop(key, None)
+        self._watched.pop(key, None)
+
+    def _track(self, record: OrderRecord) -> None:
+        """Index ``record``, its key's current record, after its status or acknowledgement may have changed."""
+        key = record.key
+        if not record.live:
+            self._live.pop(key, None)
+            self._watched.pop(key, None)
+            return
+        self._live[key] = record
+        if record.immediate or not record.acknowledged:
+            self._watched[key] = record
+        else:
+            self._watched.pop(key, None)
+
+    def _place_of(self, record: OrderRecord) -> int:
+        return self._place[record.key]
+
+
+def _overdue_among(
+    records: Iterable[OrderRecord], now_ns: int, ack_timeout_ns: int, immediate_timeout_ns: int
+) -> list[Overdue]:
+    found: list[Overdue] = []
+    for record in records:
+        # Its age first: most records are not old enough for either timeout.
+        age = now_ns - record.sent_ns
+        if record.immediate and age >= immediate_timeout_ns:
+            kind = OverdueKind.IMMEDIATE_NOT_FINAL
+        elif age >= ack_timeout_ns and not record.acknowledged:
+            kind = OverdueKind.NOT_ACKNOWLEDGED
+        else:
+            continue
+        if record.cancel_reason or record.cancel_sent_ns or record.status == QUEUED or not record.live:
+            continue  # not sent yet, cancelled already, or over
+        found.append(Overdue(record, kind))
+    return found
 
 
 def _replaced_by(record: OrderRecord, info: OpenOrderInfo) -> bool:
@@ -635,7 +737,7 @@ def _dominant_first(orders: Iterable[OpenOrderInfo]) -> list[OpenOrderInfo]:
 
 
 def _is_cent_price(price: Decimal) -> bool:
-    return price.is_finite() and price > 0 and price == price.quantize(Decimal("0.01"))
+    return price.is_finite() and price > 0 and price == price.quantize(CENT)
 
 
 # ---------------------------------------------------------------------------------------------- executions

@@ -1,25 +1,23 @@
-"""The backtest's broker: the paper broker's engine behind the executor's rules, reporting the executor's events."""
+"""The backtest's broker: the paper broker's engine behind the executor's own rules (services/executor/rules.py),
+reporting the executor's events."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from gridbot.backtest.broker import IMMEDIATE_TIMEOUT_REASON, Limits, SimulatedBroker
+from gridbot.backtest.broker import IMMEDIATE_TIMEOUT_REASON, Limits, SimulatedBroker, _ticket
 from proto.messages import (
     CancelOrder,
     CommissionReported,
     Message,
-    OpenOrderInfo,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderRejected,
     OrderStatusChanged,
     PlaceOrder,
     PriceCondition,
 )
-from services.executor.rules import Gate, IntentTable, Submit
-from services.executor.rules import Limits as ExecutorLimits
-from sim.broker.orders import BrokerOrder
 from sim.market.timefmt import parse_start
 from tests.backtest.helpers import MONDAY_10_ET, NS
 
@@ -97,6 +95,10 @@ def test_the_executors_rules_refuse_duplicates_a_taken_slot_and_a_full_side() ->
     assert broker.execute(level3, MONDAY_10_ET) == []  # two live BUYs: the cap
 
     assert (broker.counters.duplicates, broker.counters.refused, broker.counters.placed) == (1, 2, 2)
+    # The executor's own reasons (services/executor/rules.py).
+    slot_taken, cap = broker.counters.refusals
+    assert "slot (cycle 1, level 1, BUY) already has a live order 'tqgrid1 c1 L1 BUY'" in slot_taken
+    assert "order cap: 2 live grid BUYs already, at most 2 (broker.max_live_buys)" in cap
 
 
 def test_an_immediate_order_not_final_in_time_is_cancelled_at_its_deadline() -> None:
@@ -115,54 +117,88 @@ def test_an_immediate_order_not_final_in_time_is_cancelled_at_its_deadline() -> 
     assert broker.counters.timed_out == 1
 
 
-def _info(order: BrokerOrder) -> OpenOrderInfo:
-    return OpenOrderInfo(
-        key=order.order_ref, order_id=order.order_id, perm_id=order.perm_id, client_id=order.client_id,
-        symbol="TQQQ", side="BUY" if order.action == "BUY" else "SELL", quantity=order.quantity,
-        limit=order.limit or D(0), tif=order.tif, outside_rth=order.outside_rth, status=order.status,
-        filled=order.filled, remaining=order.quantity - order.filled,
-        avg_fill_price=order.avg_fill_price.quantize(D("0.0001")) if order.filled else D(0),
-    )
-
-
-def test_the_status_events_are_the_ones_the_executors_own_table_derives() -> None:
-    # The executor turns each IB report of an order into events with services/executor/rules.IntentTable; fed the
-    # engine's reports, it must give the same acceptance, status changes and cancellation as the backtest's broker.
+def test_a_rejected_order_is_the_executors_order_rejected_and_may_go_again() -> None:
+    # IB's error about a new order is noted in the intent table, then the client library's Cancelled status makes
+    # the table publish OrderRejected with IB's code and text (services/executor/events.py, rules.py).
     broker = SimulatedBroker(Limits())
-    table = IntentTable(ExecutorLimits("TQQQ", 4, 18))
     broker.on_print(D("100.00"), 100, MONDAY_10_ET)
-    ours: list[Message] = []
-    theirs: list[Message] = []
-    engine_events: list[object] = []
-    original_convert = broker._convert
+    broker.engine.reject_next = 201
 
-    def spy(events: list[object], now_ns: int) -> list[Message]:
-        engine_events.extend(events)
-        return original_convert(events, now_ns)
+    events = broker.execute(LEVEL1, MONDAY_10_ET)
 
-    broker._convert = spy  # type: ignore[method-assign]
-    for cmd in (LEVEL1, PlaceOrder(key="tqgrid1 c1 L2 BUY", symbol="TQQQ", side="BUY", quantity=82,
-                                   limit=D("98.01"), tif="GTC", condition=PriceCondition(price=D("98.01")))):
-        decision = table.decide_place(cmd, Gate(connected=True, synced=True), 0)
-        assert isinstance(decision, Submit)
-        ours += broker.execute(cmd, MONDAY_10_ET)
-        table.mark_sent(decision.record, broker._next_order_id - 1, 17, 0)
-    ours += broker.on_print(D("98.90"), 100, MONDAY_10_ET + NS)
-    table.get("tqgrid1 c1 L2 BUY").cancel_reason = "BUY no longer in the queue"  # type: ignore[union-attr]
-    ours += broker.execute(CancelOrder(key="tqgrid1 c1 L2 BUY", reason="BUY no longer in the queue"), MONDAY_10_ET)
-    for event in engine_events:
-        order = getattr(event, "order", None)
-        if isinstance(order, BrokerOrder):
-            theirs += table.apply(_info(order), 0, MONDAY_10_ET)
+    assert kinds(events) == ["OrderRejected"]
+    rejected = events[0]
+    assert isinstance(rejected, OrderRejected)
+    assert (rejected.key, rejected.order_id, rejected.code) == (LEVEL1.key, 1, 201)
+    assert rejected.text == "Order rejected - reason:rejected by the paper broker's reject-next control"
+    record = broker.table.get(LEVEL1.key)
+    assert record is not None and (record.status, record.error_code) == ("Cancelled", 201)
+    assert kinds(broker.execute(LEVEL1, MONDAY_10_ET + NS)) == ["OrderAccepted"]  # unfilled: not a duplicate
 
-    def status_only(events: list[Message]) -> list[tuple[str, str, str, int]]:
-        return [
-            (type(e).__name__, e.key, getattr(e, "status", ""), getattr(e, "filled", 0))
-            for e in events
-            if isinstance(e, OrderAccepted | OrderStatusChanged | OrderCancelled)
-        ]
 
-    assert status_only(ours) == status_only(theirs)
-    assert [type(e).__name__ for e in theirs] == [
-        "OrderAccepted", "OrderAccepted", "OrderStatusChanged", "OrderStatusChanged", "OrderCancelled",
-    ]
+def test_a_filled_key_is_answered_as_a_duplicate() -> None:
+    broker = SimulatedBroker(Limits())
+    broker.on_print(D("100.00"), 100, MONDAY_10_ET)
+    assert "OrderFilled" in kinds(broker.execute(LEVEL0, MONDAY_10_ET))
+
+    assert broker.execute(LEVEL0, MONDAY_10_ET + NS) == []
+
+    assert (broker.counters.placed, broker.counters.duplicates) == (1, 1)
+    assert len(broker.engine.executions) == 1
+
+
+def test_an_order_ib_ends_itself_is_cancelled_with_ibs_status_as_the_reason() -> None:
+    # A DAY order without outsideRth expires at 16:00. The paper broker sends the Cancelled status before its
+    # 202 ("Order Canceled - reason:"), so the executor publishes the end with the status it has, as it does live.
+    broker = SimulatedBroker(Limits())
+    broker.on_print(D("100.00"), 100, MONDAY_10_ET)
+    day_buy = PlaceOrder(key="tqgrid1 c1 L2 BUY", symbol="TQQQ", side="BUY", quantity=82, limit=D("98.01"),
+                         tif="DAY", outside_rth=False)
+    assert kinds(broker.execute(day_buy, MONDAY_10_ET)) == ["OrderAccepted"]
+    close = parse_start("2025-06-02T16:00:00-04:00")
+    assert broker.watch(MONDAY_10_ET).due_ns == close
+
+    events = broker.advance(close)
+
+    assert kinds(events) == ["OrderCancelled"]
+    cancelled = events[0]
+    assert isinstance(cancelled, OrderCancelled)
+    assert (cancelled.key, cancelled.reason, cancelled.ts_ns) == (day_buy.key, "IB status Cancelled", close)
+    assert broker.table.live_grid() == [] and broker.engine.live == {}
+
+
+def test_the_executors_table_holds_what_the_engine_holds() -> None:
+    broker = SimulatedBroker(Limits())
+    broker.on_print(D("100.00"), 100, MONDAY_10_ET)
+    level2 = PlaceOrder(key="tqgrid1 c1 L2 BUY", symbol="TQQQ", side="BUY", quantity=82, limit=D("98.01"),
+                        tif="GTC", condition=PriceCondition(price=D("98.01")))
+    for cmd in (LEVEL0, LEVEL1, level2):
+        broker.execute(cmd, MONDAY_10_ET)
+    sell = PlaceOrder(key="tqgrid1 c1 L0 SELL 100.00", symbol="TQQQ", side="SELL", quantity=94, limit=D("101.00"),
+                      tif="GTC")
+    broker.execute(sell, MONDAY_10_ET)
+    broker.on_print(D("98.90"), 100, MONDAY_10_ET + NS)  # L1 triggers and fills
+    broker.execute(CancelOrder(key=level2.key, reason="BUY no longer in the queue"), MONDAY_10_ET + 2 * NS)
+
+    live = {r.key: (r.order_id, r.perm_id, r.status) for r in broker.table.live_grid()}
+    assert live == {o.order_ref: (o.order_id, o.perm_id, o.status) for o in broker.engine.live.values()}
+    assert set(live) == {sell.key}
+    filled = {key for key in (LEVEL0.key, LEVEL1.key) if (r := broker.table.get(key)) and r.status == "Filled"}
+    assert filled == {LEVEL0.key, LEVEL1.key}
+
+
+def test_the_ticket_is_the_order_the_executors_ib_api_builds() -> None:
+    # services/executor/ib_api.py: a LMT order with the key in orderRef, the PriceCondition on TQQQ's conId at SMART.
+    ticket = _ticket(7, LEVEL1)
+    assert (ticket.order_id, ticket.action, ticket.total_quantity, ticket.order_type) == (7, "BUY", D(88), "LMT")
+    assert (ticket.lmt_price, ticket.aux_price, ticket.tif, ticket.order_ref) == (D("99.00"), None, "GTC", LEVEL1.key)
+    assert (ticket.outside_rth, ticket.conditions_ignore_rth, ticket.conditions_cancel_order) == (True, True, False)
+    assert (ticket.transmit, ticket.parent_id, ticket.hidden, ticket.what_if, ticket.origin) == (True, 0, False, False, 0)
+    assert (ticket.oca_group, ticket.account, ticket.open_close, ticket.algo_strategy) == ("", "", "", "")
+    assert (ticket.good_after_time, ticket.good_till_date, ticket.sec_type_is_bag) == ("", "", False)
+    assert (ticket.contract.symbol, ticket.contract.sec_type, ticket.contract.exchange) == ("TQQQ", "STK", "SMART")
+    (condition,) = ticket.conditions
+    assert (condition.cond_type, condition.conjunction, condition.is_more, condition.price) == (1, "a", False, D("99.00"))
+    assert (condition.con_id, condition.exchange) == (ticket.contract.con_id, "SMART")
+    assert LEVEL1.condition is not None and condition.trigger_method == LEVEL1.condition.trigger_method
+    assert _ticket(8, LEVEL0).conditions == () and _ticket(8, LEVEL0).tif == "DAY"
