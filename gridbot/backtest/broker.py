@@ -207,9 +207,10 @@ class SimulatedBroker:
 
     def _next_deadline(self) -> int | None:
         """When the executor's monitor next finds an immediate order overdue, unless it ends before."""
-        return min(
-            (o.record.sent_ns + self.limits.immediate_timeout_ns for o in self._overdue(END_OF_TIME)), default=None
-        )
+        coming = self._overdue(END_OF_TIME)
+        if not coming:
+            return None
+        return min(overdue.record.sent_ns for overdue in coming) + self.limits.immediate_timeout_ns
 
     def advance(self, now_ns: int) -> list[Message]:
         """Let time act up to ``now_ns`` without a print: timeouts, DAY expiries, session opens."""

@@ -231,8 +231,9 @@ class IntentTable:
     # replaces, forgets or updates a record. A record's status changed from outside the table (only ever to a
     # final one) may leave it here a while, so the queries still check ``live``.
     _live: dict[str, OrderRecord] = field(default_factory=dict)
-    # The live grid records that can come overdue (immediate, or not yet acknowledged), kept with ``_live``: the
-    # monitor asks at every pass, and most live orders are acknowledged, not immediate orders, and wait for days.
+    # The live grid records that can come overdue (immediate, or not yet acknowledged), kept with ``_live`` (and,
+    # like it, possibly holding one that ended behind the table's back): the monitor asks at every pass, and most
+    # live orders are acknowledged, not immediate, and wait for days.
     _watched: dict[str, OrderRecord] = field(default_factory=dict)
     # Each key's place in ``_by_key``'s order (a key keeps its place when its record is replaced, as in a dict; a
     # key withdrawn and entered again goes to the end). ``_live`` is in no particular order (a key placed again
