@@ -145,10 +145,8 @@ def match(
     """
     fills: list[Fill] = []
     liquidity = prt.size
-    # Whether an order may trade in ``session`` depends on its outsideRth only: asked once for each value.
-    tradable = (can_trade(session, False), can_trade(session, True))
     for order in orders:
-        if order.remaining <= 0 or not tradable[order.outside_rth]:
+        if order.remaining <= 0 or not can_trade(session, order.outside_rth):
             continue
         price = fill_price(order, prt.price)
         if price is None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from core import matching, sessions
 from core.matching import OrderType, PriceCondition, Side
@@ -50,6 +50,7 @@ AVG_PRICE_PLACES = Decimal("0.00000001")
 _SIDES = {side.value: side for side in Side}
 _ORDER_TYPES = {kind.value: kind for kind in OrderType}
 _BY_SEQ = attrgetter("seq")
+_BY_FIRST = itemgetter(0)
 # The exchanges a PriceCondition may name (an empty one is no exchange).
 _CONDITION_EXCHANGES = contracts.KNOWN_EXCHANGES - {""}
 
@@ -101,13 +102,13 @@ class Engine:
     # restored, modified, triggered, filled, finished) instead of being rebuilt from the orders at each print:
     # - matching's view of each working order (live, conditions met), by permId;
     _book: dict[int, matching.WorkingOrder] = field(default_factory=dict, init=False, repr=False, compare=False)
-    # - each live order still waiting for its conditions, with them as matching evaluates them, by permId;
-    _waiting: dict[int, tuple[BrokerOrder, list[PriceCondition]]] = field(
+    # - each live order still waiting for its conditions, as (seq, order, its conditions as matching evaluates
+    #   them), by permId (seq first: the entries sort by it into placement order);
+    _waiting: dict[int, tuple[int, BrokerOrder, list[PriceCondition]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     # - the live orders that time may act on (advance): those with a DAY expiry, and those held for their session
-    #   (PreSubmitted, conditions met), by permId; advance checks each again, so one that stopped being either since
-    #   it was indexed is only looked at once more;
+    #   (PreSubmitted, conditions met), by permId (advance checks each again: one more is only looked at);
     _timed: dict[int, BrokerOrder] = field(default_factory=dict, init=False, repr=False, compare=False)
     # - the number of live orders per side (IB's cap per side is checked at every placement).
     _live_per_side: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -117,8 +118,9 @@ class Engine:
             # Spread fresh states over 1e9..2e9 by their creation time, within IB's 32-bit permId range.
             self.next_perm_id = FIRST_PERM_ID + (self.epoch_s % 1_000_000) * 1000
         # Live orders handed in at construction (not through add_order) are kept and indexed as add_order does.
-        handed_in, self.live = self.live, {}
-        for order in handed_in.values():
+        handed_in = list(self.live.values())
+        self.live.clear()
+        for order in handed_in:
             if not order.done:
                 self._add_live(order)
 
@@ -148,12 +150,15 @@ class Engine:
             self._add_live(order)
 
     def _add_live(self, order: BrokerOrder) -> None:
+        """Make ``order`` live: kept in placement order, counted on its side, indexed for the prints."""
         newest = next(reversed(self.live.values()), None)
         self.live[order.perm_id] = order
         if newest is not None and newest.seq > order.seq:
             # ``live`` is kept in placement (seq) order: prints, open orders and global cancels go in that order.
             # New orders come in that order; this only re-sorts orders read back or handed in out of order.
-            self.live = {o.perm_id: o for o in sorted(self.live.values(), key=_BY_SEQ)}
+            in_order = sorted(self.live.values(), key=_BY_SEQ)
+            self.live.clear()
+            self.live.update((o.perm_id, o) for o in in_order)
         self._live_per_side[order.action] = self._live_per_side.get(order.action, 0) + 1
         self._index(order)
 
@@ -178,7 +183,9 @@ class Engine:
         else:
             self._book.pop(perm_id, None)
             self._waiting[perm_id] = (
-                order, [PriceCondition(c.is_more, c.price, c.conjunction != "o") for c in order.conditions]
+                order.seq,
+                order,
+                [PriceCondition(c.is_more, c.price, c.conjunction != "o") for c in order.conditions],
             )
 
     def _unindex(self, perm_id: int) -> None:
@@ -396,7 +403,7 @@ class Engine:
         events = self.advance(now_ns)
         if self._waiting:
             # In placement order, as the reports go out.
-            events += self._trigger(sorted(self._waiting.values(), key=lambda waiting: waiting[0].seq), now_ns)
+            events += self._trigger(sorted(self._waiting.values(), key=_BY_FIRST), now_ns)
         if self._book:
             events += self._match(self._book.values(), now_ns, arrival=False)
         return events
@@ -427,13 +434,13 @@ class Engine:
             events += self._match([entry], now_ns, arrival=True)
         return events
 
-    def _trigger(self, waiting: list[tuple[BrokerOrder, list[PriceCondition]]], now_ns: int) -> list[Event]:
+    def _trigger(self, waiting: list[tuple[int, BrokerOrder, list[PriceCondition]]], now_ns: int) -> list[Event]:
         """Check the conditions of ``waiting`` orders (entries of ``_waiting``) against the last print."""
         assert self.last is not None, "conditions are checked against a print"
         events: list[Event] = []
         session = self._session_at(now_ns)
         last = self.last.price
-        for order, conditions in waiting:
+        for _, order, conditions in waiting:
             if not matching.conditions_may_trigger(session, order.conditions_ignore_rth):
                 continue
             if not matching.conditions_hold(conditions, last):
